@@ -1,0 +1,107 @@
+"""Dead letters and their audit trail."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class DeadLetterStatus(models.TextChoices):
+    DEAD = "dead", "Dead"
+    REQUEUED = "requeued", "Requeued"
+    RESOLVED = "resolved", "Resolved"
+    DISCARDED = "discarded", "Discarded"
+
+
+class DeathReason(models.TextChoices):
+    MAX_RETRIES_EXCEEDED = "max_retries_exceeded", "Retries exhausted"
+    NON_RETRYABLE = "non_retryable", "Non-retryable error"
+    TIME_LIMIT = "time_limit", "Time limit"
+    WORKER_LOST = "worker_lost", "Worker lost (poison pill)"
+    REJECTED = "rejected", "Rejected"
+    UNREGISTERED_TASK = "unregistered_task", "Unregistered task"
+    DECODE_ERROR = "decode_error", "Decode error"
+
+
+class DeadLetter(models.Model):
+    """A task that was finally given up on. One row per original task id."""
+
+    task_id = models.CharField(max_length=255, unique=True, help_text="Celery id of the task that died.")
+    task_name = models.CharField(max_length=255, db_index=False, help_text="Registered name of the task.")
+    queue = models.CharField(max_length=255, blank=True, default="", help_text="Queue the message was consumed from.")
+    routing_key = models.CharField(max_length=255, blank=True, default="", help_text="Routing key of the delivery.")
+    args = models.JSONField(null=True, blank=True, help_text="Positional arguments (null when undecodable).")
+    kwargs = models.JSONField(null=True, blank=True, help_text="Keyword arguments (null when undecodable).")
+    headers = models.JSONField(default=dict, blank=True, help_text="Message headers: parent/root ids, origin, ...")
+    options = models.JSONField(default=dict, blank=True, help_text="Delivery options: eta, priority, expires.")
+    raw_body = models.TextField(null=True, blank=True, help_text="Undecodable body (base64 when not text).")
+    content_type = models.CharField(max_length=255, blank=True, default="", help_text="Content type of an undecodable message.")
+    content_encoding = models.CharField(max_length=64, blank=True, default="", help_text="Content encoding of an undecodable message.")
+    exception_type = models.CharField(max_length=255, blank=True, default="", help_text="Qualified exception class name.")
+    exception_message = models.TextField(blank=True, default="", help_text="str() of the exception.")
+    traceback = models.TextField(blank=True, default="", help_text="Formatted traceback of the final failure.")
+    reason = models.CharField(max_length=32, choices=DeathReason.choices, help_text="Why the task was given up on.")
+    attempts = models.JSONField(default=list, blank=True, help_text="Attempts: {number, at, exception_type, message, worker}.")
+    retries = models.PositiveIntegerField(default=0, help_text="Retries Celery made before giving up.")
+    first_failed_at = models.DateTimeField(help_text="When the first attempt failed.")
+    last_failed_at = models.DateTimeField(help_text="When the final attempt failed.")
+    fingerprint = models.CharField(max_length=64, blank=True, default="", help_text="Groups dead letters with the same cause.")
+    status = models.CharField(
+        max_length=16, choices=DeadLetterStatus.choices, default=DeadLetterStatus.DEAD, help_text="Triage status."
+    )
+    requeue_count = models.PositiveIntegerField(default=0, help_text="How many times it was requeued.")
+    last_requeued_task_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="Task id of the latest requeued run."
+    )
+    version = models.PositiveIntegerField(default=1, help_text="Optimistic-lock version, bumped on every change.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the dead letter was recorded.")
+    updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
+
+    class Meta:
+        ordering = ("-last_failed_at", "-id")
+        indexes = [
+            models.Index(fields=["status", "-last_failed_at", "-id"], name="dlq_status_failed_idx"),
+            models.Index(fields=["-last_failed_at", "-id"], name="dlq_failed_idx"),
+            models.Index(fields=["task_name", "-last_failed_at"], name="dlq_task_failed_idx"),
+            models.Index(fields=["fingerprint"], name="dlq_fingerprint_idx"),
+            models.Index(fields=["last_requeued_task_id"], name="dlq_requeued_task_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.task_id}] {self.status}"
+
+
+class DeadLetterEvent(models.Model):
+    """Audit trail: one row per transition or edit, written in the same transaction."""
+
+    dead_letter = models.ForeignKey(DeadLetter, on_delete=models.CASCADE, related_name="events", help_text="The dead letter.")
+    actor = models.CharField(max_length=150, help_text="Username, or 'system'.")
+    action = models.CharField(max_length=32, help_text="requeue, discard, resolve, edit, failed_again, ...")
+    reason = models.TextField(blank=True, default="", help_text="Why the actor did it.")
+    diff = models.JSONField(default=dict, blank=True, help_text="{field: [before, after]}.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it happened.")
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        indexes = [models.Index(fields=["dead_letter", "-created_at"], name="dlq_event_dl_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} #{self.dead_letter_id}"
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "Viewer"
+    OPERATOR = "operator", "Operator"
+    ADMIN = "admin", "Admin"
+
+
+def user_role(user: settings.AUTH_USER_MODEL) -> str | None:  # type: ignore[valid-type]
+    """The strongest role a user has (superusers are admins)."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    if user.is_superuser:
+        return Role.ADMIN
+    names = {g.name for g in user.groups.all()}
+    for role in (Role.ADMIN, Role.OPERATOR, Role.VIEWER):
+        if role in names:
+            return role
+    return None

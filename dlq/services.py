@@ -1,0 +1,322 @@
+"""Writes on dead letters. Each service owns its transaction and writes its audit event in it;
+messages are published after commit, never while a row lock is held."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from dlq.capture import DEAD_LETTER_HEADER, fingerprint
+from dlq.errors import BrokerUnavailable, Conflict, NotFound, ValidationFailed
+from dlq.masking import mask, unmask
+from dlq.models import DeadLetter, DeadLetterEvent, DeadLetterStatus
+
+logger = logging.getLogger("dlq")
+
+SYSTEM = "system"
+_UNSET: Any = object()
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _safe_str(text: str) -> str:
+    text = text.replace("\x00", "\\u0000")
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def jsonb_safe(value: Any) -> Any:
+    """``value`` made storable in Postgres jsonb/text, which refuse NUL and lone surrogates:
+    such characters are kept as visible ``\\uXXXX`` text rather than failing the write."""
+    dumped = json.dumps(value)
+    if "\\u0000" not in dumped and "\\ud" not in dumped:
+        return value
+    if isinstance(value, str):
+        return _safe_str(value)
+    if isinstance(value, dict):
+        return {_safe_str(str(k)): jsonb_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonb_safe(v) for v in value]
+    return value
+
+
+@dataclass
+class CapturedFailure:
+    """Everything the capture service needs; built by ``tasks.base`` from a Celery request."""
+
+    task_id: str
+    task_name: str
+    reason: str
+    exception_type: str
+    exception_message: str
+    traceback: str = ""
+    queue: str = ""
+    routing_key: str = ""
+    args: Any = None
+    kwargs: Any = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    retries: int = 0
+    raw_body: str | None = None
+    content_type: str = ""
+    content_encoding: str = ""
+    dead_letter_id: int | None = None
+
+
+def dead_letter_capture(*, failure: CapturedFailure) -> DeadLetter | None:
+    """Record a task that was given up on. Idempotent by task id: an upsert, never
+    check-then-create. A requeued run (``dead_letter_id`` set) returns its row to ``dead``.
+
+    Returns the new row, or ``None`` when the row already existed (a repeated capture).
+    """
+    if failure.dead_letter_id is not None:
+        return _dead_letter_failed_again(failure)
+    at = timezone.now()
+    first_at = failure.attempts[0]["at"] if failure.attempts else at
+    row = DeadLetter(
+        task_id=failure.task_id,
+        task_name=failure.task_name[:255],
+        queue=failure.queue[:255],
+        routing_key=failure.routing_key[:255],
+        args=jsonb_safe(failure.args),
+        kwargs=jsonb_safe(failure.kwargs),
+        headers=jsonb_safe(failure.headers),
+        options=jsonb_safe(failure.options),
+        raw_body=failure.raw_body,
+        content_type=failure.content_type[:255],
+        content_encoding=failure.content_encoding[:64],
+        exception_type=failure.exception_type[:255],
+        exception_message=_safe_str(failure.exception_message),
+        traceback=_safe_str(failure.traceback),
+        reason=failure.reason,
+        attempts=jsonb_safe(failure.attempts),
+        retries=failure.retries,
+        first_failed_at=first_at,
+        last_failed_at=at,
+        fingerprint=fingerprint(failure.task_name, failure.exception_type, failure.exception_message),
+    )
+    # One INSERT ... ON CONFLICT (task_id) DO NOTHING: a second capture of the same task
+    # (hook and signal, redelivery, reconciler) changes nothing.
+    created = DeadLetter.objects.bulk_create([row], ignore_conflicts=True)
+    logger.info(
+        "dead_letter.captured task_id=%s task_name=%s reason=%s",
+        failure.task_id, failure.task_name, failure.reason,
+        extra={"task_id": failure.task_id, "task_name": failure.task_name, "reason": failure.reason},
+    )
+    return created[0] if created and created[0].pk else None
+
+
+@transaction.atomic
+def _dead_letter_failed_again(failure: CapturedFailure) -> DeadLetter | None:
+    row = DeadLetter.objects.select_for_update(of=("self",)).filter(pk=failure.dead_letter_id).first()
+    if row is None or row.status != DeadLetterStatus.REQUEUED or row.last_requeued_task_id != failure.task_id:
+        # Not the run this row waits for (an old run, or already handled): nothing to do.
+        return None
+    before = {"status": row.status}
+    row.status = DeadLetterStatus.DEAD
+    row.attempts = jsonb_safe([*row.attempts, *failure.attempts])
+    row.exception_type = failure.exception_type[:255]
+    row.exception_message = _safe_str(failure.exception_message)
+    row.traceback = _safe_str(failure.traceback)
+    row.reason = failure.reason
+    row.retries = failure.retries
+    row.last_failed_at = timezone.now()
+    row.fingerprint = fingerprint(row.task_name, row.exception_type, row.exception_message)
+    row.version = F("version") + 1
+    row.save()
+    DeadLetterEvent.objects.create(
+        dead_letter=row,
+        actor=SYSTEM,
+        action="failed_again",
+        reason=f"requeued run {failure.task_id} failed: {failure.exception_type}",
+        diff={"status": [before["status"], DeadLetterStatus.DEAD]},
+    )
+    logger.info("dead_letter.failed_again dead_letter_id=%s task_id=%s", row.pk, failure.task_id,
+                extra={"dead_letter_id": row.pk, "task_id": failure.task_id})
+    return row
+
+
+def _locked(dead_letter_id: int) -> DeadLetter:
+    row = DeadLetter.objects.select_for_update(of=("self",)).filter(pk=dead_letter_id).first()
+    if row is None:
+        raise NotFound(f"dead letter {dead_letter_id} does not exist")
+    return row
+
+
+def _require_reason(reason: Any) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValidationFailed("a reason is required", code="reason_required", fields={"reason": ["required"]})
+    return reason.strip()[:2000]
+
+
+def _event(row: DeadLetter, *, actor: str, action: str, reason: str, diff: dict[str, Any]) -> None:
+    DeadLetterEvent.objects.create(dead_letter=row, actor=actor, action=action, reason=reason, diff=diff)
+    logger.info("dead_letter.%s dead_letter_id=%s actor=%s", action, row.pk, actor,
+                extra={"dead_letter_id": row.pk, "task_id": row.task_id, "actor": actor})
+
+
+@transaction.atomic
+def dead_letter_update(
+    *, dead_letter_id: int, actor: str, reason: Any, version: Any,
+    args: Any = _UNSET, kwargs: Any = _UNSET, queue: Any = _UNSET,
+) -> DeadLetter:
+    """Edit args/kwargs/queue. ``version`` must be the one read (409 otherwise); the new
+    arguments must bind to the task's signature; a masked secret sent back keeps its value."""
+    from tasks.registry import bind_arguments, get_task
+
+    reason = _require_reason(reason)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValidationFailed("version must be an integer", fields={"version": ["required integer"]})
+    row = _locked(dead_letter_id)
+    if row.version != version:
+        raise Conflict(f"stale version {version}: the dead letter is at version {row.version}", code="stale_version")
+    if row.status != DeadLetterStatus.DEAD:
+        raise Conflict(f"only dead letters in status 'dead' can be edited (this one is {row.status!r})", code="bad_status")
+    changes: dict[str, list[Any]] = {}
+    new_args = row.args if args is _UNSET else unmask(args, row.args)
+    new_kwargs = row.kwargs if kwargs is _UNSET else unmask(kwargs, row.kwargs)
+    if args is not _UNSET or kwargs is not _UNSET:
+        task = get_task(row.task_name)
+        bind_arguments(task, [] if new_args is None and args is _UNSET else new_args,
+                       {} if new_kwargs is None and kwargs is _UNSET else new_kwargs)
+        new_args, new_kwargs = jsonb_safe(new_args), jsonb_safe(new_kwargs)
+        if new_args != row.args:
+            changes["args"] = [mask(row.args), mask(new_args)]
+            row.args = new_args
+        if new_kwargs != row.kwargs:
+            changes["kwargs"] = [mask(row.kwargs), mask(new_kwargs)]
+            row.kwargs = new_kwargs
+    if queue is not _UNSET:
+        if not isinstance(queue, str) or not queue.strip() or len(queue) > 255 or "\x00" in queue:
+            raise ValidationFailed("queue must be a non-empty name", fields={"queue": ["invalid queue name"]})
+        if queue != row.queue:
+            changes["queue"] = [row.queue, queue]
+            row.queue = queue
+    if not changes:
+        return row
+    row.version = row.version + 1
+    row.save()
+    _event(row, actor=actor, action="edit", reason=reason, diff=changes)
+    return row
+
+
+def _publish(row: DeadLetter, task_id: str, queue: str) -> None:
+    from taskplatform.celery import app
+
+    app.send_task(
+        row.task_name,
+        args=row.args or [],
+        kwargs=row.kwargs or {},
+        task_id=task_id,
+        queue=queue or None,
+        headers={DEAD_LETTER_HEADER: row.pk},
+        retries=0,
+    )
+
+
+def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", queue: str | None = None) -> str:
+    """Publish the dead letter again under a new task id that links back to it.
+
+    The row is locked, checked (must be ``dead``) and moved to ``requeued`` in one
+    transaction; the message is published only after that commit, so concurrent requeues of
+    one row publish exactly once (the others get 409). If the broker refuses the publish, the
+    row goes back to ``dead`` and the caller gets ``BrokerUnavailable`` (503).
+    """
+    from tasks.registry import bind_arguments, get_task
+
+    if transaction.get_connection().in_atomic_block:
+        # Publishing must follow the commit that moved the row to `requeued`.
+        raise RuntimeError("dead_letter_requeue() must not run inside an open transaction")
+    reason = reason.strip()[:2000] if isinstance(reason, str) else ""
+    if queue is not None and (not isinstance(queue, str) or not queue.strip() or len(queue) > 255):
+        raise ValidationFailed("queue must be a non-empty name", fields={"queue": ["invalid queue name"]})
+    new_task_id = str(uuid.uuid4())
+    with transaction.atomic():
+        row = _locked(dead_letter_id)
+        if row.status != DeadLetterStatus.DEAD:
+            raise Conflict(f"only dead letters in status 'dead' can be requeued (this one is {row.status!r})", code="bad_status")
+        if row.args is None or row.kwargs is None:
+            raise Conflict("this dead letter has no decodable arguments: edit its args/kwargs first", code="not_requeueable")
+        try:
+            task = get_task(row.task_name)
+        except NotFound as exc:
+            raise Conflict(f"task {row.task_name!r} is not registered: it cannot run", code="not_requeueable") from exc
+        try:
+            bind_arguments(task, row.args, row.kwargs)
+        except ValidationFailed as exc:
+            raise Conflict(f"arguments do not fit the task: {exc.message}", code="not_requeueable") from exc
+        target_queue = queue or row.queue or ""
+        before = {"status": row.status, "requeue_count": row.requeue_count}
+        row.status = DeadLetterStatus.REQUEUED
+        row.requeue_count += 1
+        row.last_requeued_task_id = new_task_id
+        row.version += 1
+        row.save(update_fields=["status", "requeue_count", "last_requeued_task_id", "version", "updated_at"])
+        _event(row, actor=actor, action="requeue", reason=reason, diff={
+            "status": [before["status"], row.status],
+            "requeue_count": [before["requeue_count"], row.requeue_count],
+            "task_id": [None, new_task_id],
+            **({"queue": [row.queue, target_queue]} if target_queue != row.queue else {}),
+        })
+    try:
+        _publish(row, new_task_id, target_queue)
+    except Exception as exc:  # the broker refused or is unreachable
+        _requeue_failed(dead_letter_id=row.pk, task_id=new_task_id, error=exc)
+        raise BrokerUnavailable(f"the broker refused the message; the dead letter is unchanged: {exc}") from exc
+    return new_task_id
+
+
+@transaction.atomic
+def _requeue_failed(*, dead_letter_id: int, task_id: str, error: BaseException) -> None:
+    row = _locked(dead_letter_id)
+    if row.status == DeadLetterStatus.REQUEUED and row.last_requeued_task_id == task_id:
+        row.status = DeadLetterStatus.DEAD
+        row.requeue_count = max(0, row.requeue_count - 1)
+        row.version += 1
+        row.save(update_fields=["status", "requeue_count", "version", "updated_at"])
+        _event(row, actor=SYSTEM, action="requeue_failed", reason=f"publish failed: {error}"[:2000],
+               diff={"status": [DeadLetterStatus.REQUEUED, DeadLetterStatus.DEAD]})
+
+
+@transaction.atomic
+def dead_letter_discard(*, dead_letter_id: int, actor: str, reason: Any) -> DeadLetter:
+    reason = _require_reason(reason)
+    row = _locked(dead_letter_id)
+    if row.status != DeadLetterStatus.DEAD:
+        raise Conflict(f"only dead letters in status 'dead' can be discarded (this one is {row.status!r})", code="bad_status")
+    return _transition(row, to=DeadLetterStatus.DISCARDED, actor=actor, action="discard", reason=reason)
+
+
+@transaction.atomic
+def dead_letter_resolve(*, dead_letter_id: int, actor: str, reason: Any) -> DeadLetter:
+    reason = _require_reason(reason)
+    row = _locked(dead_letter_id)
+    if row.status not in (DeadLetterStatus.DEAD, DeadLetterStatus.REQUEUED):
+        raise Conflict(f"a {row.status!r} dead letter cannot be resolved", code="bad_status")
+    return _transition(row, to=DeadLetterStatus.RESOLVED, actor=actor, action="resolve", reason=reason)
+
+
+@transaction.atomic
+def dead_letter_requeued_run_succeeded(*, dead_letter_id: int, task_id: str) -> bool:
+    """The requeued run ``task_id`` succeeded: resolve its dead letter (once)."""
+    row = DeadLetter.objects.select_for_update(of=("self",)).filter(pk=dead_letter_id).first()
+    if row is None or row.status != DeadLetterStatus.REQUEUED or row.last_requeued_task_id != task_id:
+        return False
+    _transition(row, to=DeadLetterStatus.RESOLVED, actor=SYSTEM, action="resolve",
+                reason=f"requeued run {task_id} succeeded")
+    return True
+
+
+def _transition(row: DeadLetter, *, to: str, actor: str, action: str, reason: str) -> DeadLetter:
+    before = row.status
+    row.status = to
+    row.version += 1
+    row.save(update_fields=["status", "version", "updated_at"])
+    _event(row, actor=actor, action=action, reason=reason, diff={"status": [before, to]})
+    return row

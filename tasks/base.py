@@ -1,0 +1,126 @@
+"""``PlatformTask``: the base class of the project's tasks.
+
+Policy (every attribute can be overridden per task, as with any Celery task option):
+
+- ``acks_late`` and ``reject_on_worker_lost``: a message is acked only after the task ran.
+- ``max_retries`` (``TASK_DEFAULT_MAX_RETRIES``) with exponential backoff and full jitter
+  (Celery's ``autoretry_for`` machinery), for every exception except ``non_retryable``.
+- Soft and hard time limits (``TASK_DEFAULT_SOFT_TIME_LIMIT`` / ``TASK_DEFAULT_TIME_LIMIT``);
+  a time limit is never retried.
+- When the task is finally given up on, ``on_failure`` records one dead letter
+  (``dlq.services.dead_letter_capture``), idempotently by task id. ``dead_letter = False``
+  turns that off for tasks whose failures nobody will act on.
+- Each attempt's error travels to the next attempt in a message header, so retries cost no
+  database write; a requeued run carries the id of its dead letter and resolves it on success.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from billiard.einfo import ExceptionInfo
+from celery import Task
+from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
+from django.conf import settings
+
+from dlq.capture import (
+    ATTEMPTS_HEADER,
+    DEAD_LETTER_HEADER,
+    attempts_with,
+    delivery_queue,
+    qualified_name,
+    request_headers,
+    request_options,
+)
+from dlq.models import DeathReason
+
+logger = logging.getLogger("tasks")
+
+NEVER_RETRIED: tuple[type[BaseException], ...] = (Reject, SoftTimeLimitExceeded, TimeLimitExceeded)
+
+
+class PlatformTask(Task):  # type: ignore[misc]
+    acks_late = True
+    reject_on_worker_lost = True
+    max_retries = settings.TASK_DEFAULT_MAX_RETRIES
+    autoretry_for: tuple[type[BaseException], ...] = (Exception,)
+    retry_backoff = settings.TASK_RETRY_BACKOFF
+    retry_backoff_max = settings.TASK_RETRY_BACKOFF_MAX
+    retry_jitter = True
+    #: Exceptions that dead-letter at once, without a retry.
+    non_retryable: tuple[type[BaseException], ...] = ()
+    #: Record a dead letter when the task is given up on.
+    dead_letter = True
+    #: Listed by ``GET /api/v1/tasks/`` and accepted by the enqueue API and the demo page.
+    enqueueable = False
+
+    @property
+    def dont_autoretry_for(self) -> tuple[type[BaseException], ...]:
+        # Read by celery.app.autoretry when the task is created; a property so that a task's
+        # own ``non_retryable`` (set by the decorator on the generated subclass) counts.
+        return (*NEVER_RETRIED, *self.non_retryable)
+
+    def death_reason(self, exc: BaseException) -> str:
+        if isinstance(exc, (SoftTimeLimitExceeded, TimeLimitExceeded)):
+            return DeathReason.TIME_LIMIT
+        if isinstance(exc, Reject):
+            return DeathReason.REJECTED
+        if isinstance(exc, self.non_retryable) or not isinstance(exc, self.autoretry_for):
+            return DeathReason.NON_RETRYABLE
+        return DeathReason.MAX_RETRIES_EXCEEDED
+
+    def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None, throw: bool = True,
+              eta: Any = None, countdown: Any = None, max_retries: int | None = None, **options: Any) -> Any:
+        # Celery drops custom headers on retry (request.headers holds none of them under
+        # protocol 2), so the attempt history and the dead-letter link are passed explicitly.
+        headers = dict(options.pop("headers", None) or {})
+        headers[ATTEMPTS_HEADER] = attempts_with(self.request, exc)
+        dead_letter_id = getattr(self.request, DEAD_LETTER_HEADER, None)
+        if dead_letter_id is not None:
+            headers[DEAD_LETTER_HEADER] = dead_letter_id
+        return super().retry(args=args, kwargs=kwargs, exc=exc, throw=throw, eta=eta, countdown=countdown,
+                             max_retries=max_retries, headers=headers, **options)
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        dead_letter_id = getattr(self.request, DEAD_LETTER_HEADER, None)
+        if dead_letter_id is not None:
+            from dlq.services import dead_letter_requeued_run_succeeded
+
+            dead_letter_requeued_run_succeeded(dead_letter_id=int(dead_letter_id), task_id=task_id)
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo) -> None:
+        if self.dead_letter:
+            capture_failure(self, exc, task_id, args, kwargs, einfo, reason=self.death_reason(exc))
+        super().on_failure(exc, task_id, args, kwargs, einfo)
+
+
+def capture_failure(task: Task, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                    einfo: ExceptionInfo | None, *, reason: str) -> None:
+    """Build the dead letter of ``task``'s current request and hand it to the capture service."""
+    from dlq.services import CapturedFailure, dead_letter_capture
+
+    request = task.request
+    queue, routing_key = delivery_queue(getattr(request, "delivery_info", None))
+    dead_letter_id = getattr(request, DEAD_LETTER_HEADER, None)
+    failure = CapturedFailure(
+        task_id=task_id,
+        task_name=task.name,
+        reason=reason,
+        exception_type=qualified_name(type(exc)),
+        exception_message=str(exc),
+        traceback=str(einfo.traceback) if einfo is not None else "",
+        queue=queue,
+        routing_key=routing_key,
+        args=list(args) if args is not None else None,
+        kwargs=dict(kwargs) if kwargs is not None else None,
+        headers=request_headers(request),
+        options=request_options(request),
+        attempts=attempts_with(request, exc),
+        retries=int(getattr(request, "retries", 0) or 0),
+        dead_letter_id=int(dead_letter_id) if dead_letter_id is not None else None,
+    )
+    try:
+        dead_letter_capture(failure=failure)
+    except Exception:
+        logger.exception("dead_letter.capture_failed task_id=%s", task_id, extra={"task_id": task_id})
+        raise

@@ -1,0 +1,60 @@
+"""Which tasks can be enqueued by name, and checking arguments against a task's signature."""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from celery import Task, current_app
+
+from dlq.errors import NotFound, ValidationFailed
+
+
+def get_task(name: str) -> Task:
+    task = current_app.tasks.get(name) if isinstance(name, str) else None
+    if task is None:
+        raise NotFound(f"unknown task {name!r}", code="unknown_task", fields={"task": ["not a registered task"]})
+    return task
+
+
+def enqueueable_tasks() -> dict[str, Task]:
+    """Allow-listed tasks: project tasks that set ``enqueueable = True``."""
+    return {
+        name: task
+        for name, task in sorted(current_app.tasks.items())
+        if getattr(task, "enqueueable", False)
+    }
+
+
+def get_enqueueable_task(name: str) -> Task:
+    if not isinstance(name, str) or name not in enqueueable_tasks():
+        raise ValidationFailed(
+            f"task {name!r} is not enqueueable", code="unknown_task", fields={"task": ["not an enqueueable task"]}
+        )
+    return enqueueable_tasks()[name]
+
+
+def task_signature(task: Task) -> inspect.Signature:
+    return inspect.signature(task.run)
+
+
+def describe_signature(task: Task) -> str:
+    return f"{task.name}{task_signature(task)}"
+
+
+def bind_arguments(task: Task, args: Any, kwargs: Any) -> None:
+    """Raise ``ValidationFailed`` unless ``args``/``kwargs`` bind to the task's signature."""
+    errors: dict[str, list[str]] = {}
+    if not isinstance(args, list):
+        errors["args"] = ["must be a JSON array"]
+    if not isinstance(kwargs, dict):
+        errors["kwargs"] = ["must be a JSON object"]
+    if errors:
+        raise ValidationFailed("arguments have the wrong type", code="invalid_arguments", fields=errors)
+    try:
+        task_signature(task).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise ValidationFailed(
+            f"arguments do not fit {describe_signature(task)}: {exc}",
+            code="invalid_arguments",
+            fields={"args": [str(exc)]},
+        ) from exc

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from dlq.models import Role
+from dlq.roles import ensure_role_groups
+from tests.workers import Worker
+
+
+def purge_broker() -> None:
+    from taskplatform.celery import app
+    from tasks.redis import redis_client
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("celery")
+    client = redis_client()
+    for key in client.scan_iter("demo:*"):
+        client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Worker]:
+    """One real prefork worker for the session, consuming the default queue."""
+    purge_broker()
+    w = Worker().start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def live_worker(worker: Worker, transactional_db: Any) -> Worker:
+    """The worker, with a committed (transactional) database the worker can see."""
+    assert worker.proc is not None and worker.proc.poll() is None, worker.log()[-2000:]
+    return worker
+
+
+def make_user(username: str, role: str | None) -> Any:
+    groups = ensure_role_groups()
+    user = get_user_model().objects.create_user(username, password="pw-" + username, is_staff=True)
+    if role:
+        user.groups.add(groups[role])
+    return user
+
+
+@pytest.fixture
+def api_client_for() -> Any:
+    def factory(role: str | None) -> APIClient:
+        user = make_user(f"user-{role or 'norole'}", role)
+        client = APIClient()
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return factory
+
+
+@pytest.fixture
+def operator_client(api_client_for: Any) -> APIClient:
+    return api_client_for(Role.OPERATOR)

@@ -1,0 +1,91 @@
+"""Real ``celery worker`` subprocesses for the tests (prefork, like production)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+def database_url() -> str:
+    """The URL of the database the tests use (pytest-django's ``test_*`` database)."""
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}:{db.get('PASSWORD') or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+class Worker:
+    def __init__(self, *, queues: str = "celery", concurrency: int = 2, env: dict[str, str] | None = None,
+                 name: str | None = None, extra_args: list[str] | None = None) -> None:
+        self.name = name or f"test-{uuid.uuid4().hex[:8]}@localhost"
+        self.queues = queues
+        self.concurrency = concurrency
+        self.env = env or {}
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = ROOT / ".data" / "test-logs" / f"{self.name.split('@')[0]}.log"
+
+    def start(self, timeout: float = 60.0) -> "Worker":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update({"DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"})
+        env.update(self.env)
+        cmd = [CELERY, "-A", "taskplatform", "worker", "-P", "prefork", "-c", str(self.concurrency),
+               "-l", "info", "-n", self.name, "-Q", self.queues, "--without-mingle", "--without-gossip",
+               *self.extra_args]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        from taskplatform.celery import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}; log: {self.log_path}\n{self.log()[-3000:]}")
+            if app.control.ping(destination=[self.name], timeout=0.5):
+                return
+        raise TimeoutError(f"worker {self.name} not ready after {timeout}s; log:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, message: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
+        time.sleep(interval)
