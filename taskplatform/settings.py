@@ -119,6 +119,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+if DEBUG:
+    import warnings
+
+    # In development WhiteNoise serves from the apps (finders); no collectstatic needed.
+    warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 # Static files are served by WhiteNoise (compressed, cache-busting names) in production,
 # so no separate file server is needed; `./dev up` (DEBUG) serves them from the apps.
 STORAGES = {
