@@ -9,6 +9,8 @@ class DlqConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from dlq.signals import create_role_groups
+        from dlq import checks, tasks  # noqa: F401  (register the checks and the housekeeping tasks)
+        from dlq.signals import connect_signals, create_role_groups
 
         post_migrate.connect(create_role_groups, dispatch_uid="dlq.create_role_groups")
+        connect_signals()

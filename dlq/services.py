@@ -69,14 +69,13 @@ class CapturedFailure:
     dead_letter_id: int | None = None
 
 
-def dead_letter_capture(*, failure: CapturedFailure) -> DeadLetter | None:
+def dead_letter_capture(*, failure: CapturedFailure) -> None:
     """Record a task that was given up on. Idempotent by task id: an upsert, never
     check-then-create. A requeued run (``dead_letter_id`` set) returns its row to ``dead``.
-
-    Returns the new row, or ``None`` when the row already existed (a repeated capture).
     """
     if failure.dead_letter_id is not None:
-        return _dead_letter_failed_again(failure)
+        _dead_letter_failed_again(failure)
+        return
     at = timezone.now()
     first_at = failure.attempts[0]["at"] if failure.attempts else at
     row = DeadLetter(
@@ -103,13 +102,12 @@ def dead_letter_capture(*, failure: CapturedFailure) -> DeadLetter | None:
     )
     # One INSERT ... ON CONFLICT (task_id) DO NOTHING: a second capture of the same task
     # (hook and signal, redelivery, reconciler) changes nothing.
-    created = DeadLetter.objects.bulk_create([row], ignore_conflicts=True)
+    DeadLetter.objects.bulk_create([row], ignore_conflicts=True)
     logger.info(
         "dead_letter.captured task_id=%s task_name=%s reason=%s",
         failure.task_id, failure.task_name, failure.reason,
         extra={"task_id": failure.task_id, "task_name": failure.task_name, "reason": failure.reason},
     )
-    return created[0] if created and created[0].pk else None
 
 
 @transaction.atomic

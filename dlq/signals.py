@@ -11,3 +11,30 @@ def create_role_groups(sender: Any, **kwargs: Any) -> None:
     from dlq.roles import ensure_role_groups
 
     ensure_role_groups()
+
+
+def drain_spool_at_worker_start(sender: Any = None, **kwargs: Any) -> None:
+    """Write what was spooled while Postgres was down, without delaying the worker's start."""
+    import threading
+
+    from dlq.spool import drain
+
+    def run() -> None:
+        import logging
+
+        try:
+            drain()
+        except Exception:
+            logging.getLogger("dlq.spool").exception("dead_letter.spool_drain_failed at worker start")
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    threading.Thread(target=run, name="dlq-spool-drain", daemon=True).start()
+
+
+def connect_signals() -> None:
+    from celery.signals import worker_ready
+
+    worker_ready.connect(drain_spool_at_worker_start, dispatch_uid="dlq.drain_spool_at_worker_start")

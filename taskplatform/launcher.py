@@ -124,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     test.add_argument("rest", nargs=argparse.REMAINDER)
     man = sub.add_parser("manage", help="run manage.py against the same services")
     man.add_argument("rest", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("test", "manage"):
+        # Everything after the command goes to pytest / manage.py untouched (options too).
+        args = argparse.Namespace(command=argv[0], rest=argv[1:])
+    else:
+        args = parser.parse_args(argv)
 
     services = Services(BASE_DIR)
     try:

@@ -103,6 +103,7 @@ DATABASE_URL = os.environ.get("DATABASE_URL") or _embedded.get(
 )
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -123,7 +124,7 @@ if DEBUG:
     import warnings
 
     # In development WhiteNoise serves from the apps (finders); no collectstatic needed.
-    warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+    warnings.filterwarnings("ignore", message="No directory at")
 # Static files are served by WhiteNoise (compressed, cache-busting names) in production,
 # so no separate file server is needed; `./dev up` (DEBUG) serves them from the apps.
 STORAGES = {
@@ -183,12 +184,18 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("TASK_DEFAULT_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("TASK_DEFAULT_TIME_LIMIT", 330)
-CELERY_RESULT_BACKEND = "django-db"
+# django-celery-results' backend, made unable to break the failure path (see dlq/backend.py).
+CELERY_RESULT_BACKEND = "dlq.backend:ResilientDatabaseBackend"
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_TRACK_STARTED = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Captures undecodable and unknown messages before Celery drops them (see dlq/consumer.py).
+CELERY_WORKER_CONSUMER = "dlq.consumer:CapturingConsumer"
+CELERY_BEAT_SCHEDULE = {
+    "dlq-reconcile": {"task": "dlq.reconcile", "schedule": 60.0, "options": {"expires": 55}},
+}
 
 TASK_DEFAULT_MAX_RETRIES = env_int("TASK_DEFAULT_MAX_RETRIES", 5)
 TASK_RETRY_BACKOFF = env_int("TASK_RETRY_BACKOFF", 2)
@@ -196,6 +203,8 @@ TASK_RETRY_BACKOFF_MAX = env_int("TASK_RETRY_BACKOFF_MAX", 600)
 
 # --- Dead letter queue ---
 DLQ_RETENTION_DAYS = env_int("DLQ_RETENTION_DAYS", 30)
+DLQ_POISON_PILL_CAP = env_int("DLQ_POISON_PILL_CAP", 3)
+DLQ_SPOOL_DIR = os.environ.get("DLQ_SPOOL_DIR", str(BASE_DIR / ".data" / "spool"))
 DLQ_ALERT_THRESHOLD = env_int("DLQ_ALERT_THRESHOLD", 100)
 DLQ_ALERT_WEBHOOK_URL = os.environ.get("DLQ_ALERT_WEBHOOK_URL", "")
 FLOWER_BASIC_AUTH = os.environ.get("FLOWER_BASIC_AUTH", "" if PRODUCTION else "demo:demo-password")

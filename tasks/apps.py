@@ -8,4 +8,4 @@ class TasksConfig(AppConfig):
     def ready(self) -> None:
         # Register the project's tasks in every process (web too), not only in workers
         # where Celery's autodiscovery imports them: the enqueue API looks them up by name.
-        from tasks import demo  # noqa: F401
+        from tasks import demo, examples  # noqa: F401

@@ -53,6 +53,10 @@ class PlatformTask(Task):  # type: ignore[misc]
     dead_letter = True
     #: Listed by ``GET /api/v1/tasks/`` and accepted by the enqueue API and the demo page.
     enqueueable = False
+    #: How many times a worker may die on one message before it is dead-lettered.
+    poison_pill_cap = settings.DLQ_POISON_PILL_CAP
+    #: Parent-side hooks: hard time limits, lost workers, Reject (see tasks.request).
+    Request = "tasks.request:PlatformRequest"
 
     @property
     def dont_autoretry_for(self) -> tuple[type[BaseException], ...]:
@@ -84,9 +88,11 @@ class PlatformTask(Task):  # type: ignore[misc]
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         dead_letter_id = getattr(self.request, DEAD_LETTER_HEADER, None)
         if dead_letter_id is not None:
-            from dlq.services import dead_letter_requeued_run_succeeded
+            # A requeued run succeeded. Spooled, not raised, when Postgres is down: raising
+            # here would make Celery treat the successful run as a failure.
+            from dlq.spool import resolve_or_spool
 
-            dead_letter_requeued_run_succeeded(dead_letter_id=int(dead_letter_id), task_id=task_id)
+            resolve_or_spool(dead_letter_id=int(dead_letter_id), task_id=task_id)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo) -> None:
         if self.dead_letter:
@@ -95,11 +101,14 @@ class PlatformTask(Task):  # type: ignore[misc]
 
 
 def capture_failure(task: Task, exc: BaseException, task_id: str, args: Any, kwargs: Any,
-                    einfo: ExceptionInfo | None, *, reason: str) -> None:
-    """Build the dead letter of ``task``'s current request and hand it to the capture service."""
-    from dlq.services import CapturedFailure, dead_letter_capture
+                    einfo: ExceptionInfo | None, *, reason: str, request: Any = None,
+                    attempts: list[dict[str, Any]] | None = None) -> str:
+    """Build the dead letter of ``task``'s request (default: the current one) and write it,
+    or spool it when Postgres is down. Returns where it went (``db``, ``redis``, ``file``)."""
+    from dlq.services import CapturedFailure
+    from dlq.spool import capture_or_spool
 
-    request = task.request
+    request = task.request if request is None else request
     queue, routing_key = delivery_queue(getattr(request, "delivery_info", None))
     dead_letter_id = getattr(request, DEAD_LETTER_HEADER, None)
     failure = CapturedFailure(
@@ -115,12 +124,8 @@ def capture_failure(task: Task, exc: BaseException, task_id: str, args: Any, kwa
         kwargs=dict(kwargs) if kwargs is not None else None,
         headers=request_headers(request),
         options=request_options(request),
-        attempts=attempts_with(request, exc),
+        attempts=attempts if attempts is not None else attempts_with(request, exc),
         retries=int(getattr(request, "retries", 0) or 0),
         dead_letter_id=int(dead_letter_id) if dead_letter_id is not None else None,
     )
-    try:
-        dead_letter_capture(failure=failure)
-    except Exception:
-        logger.exception("dead_letter.capture_failed task_id=%s", task_id, extra={"task_id": task_id})
-        raise
+    return capture_or_spool(failure)

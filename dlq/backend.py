@@ -1,0 +1,31 @@
+"""django-celery-results' database backend, made unable to break the failure path.
+
+Celery stores FAILURE *before* it calls ``on_failure`` and sends ``task_failure``
+(``celery.app.trace.TraceInfo.handle_failure``). With Postgres down that store raises,
+neither hook runs, and the acks-late message is still acked: the failure would vanish.
+Here a result that cannot be stored is logged and dropped instead, so the dead-letter
+capture runs (and spools). Results are informational; dead letters are the record.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError
+from django_celery_results.backends.database import DatabaseBackend
+
+logger = logging.getLogger("dlq.backend")
+
+
+class ResilientDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
+    def store_result(self, task_id: str, result: Any, state: str, traceback: Any = None,
+                     request: Any = None, **kwargs: Any) -> Any:
+        try:
+            return super().store_result(task_id, result, state, traceback=traceback, request=request, **kwargs)
+        except (DatabaseError, InterfaceError):
+            logger.exception("result.store_failed task_id=%s state=%s", task_id, state,
+                             extra={"task_id": task_id, "state": state})
+            from dlq.spool import _reset_connection
+
+            _reset_connection()
+            return result
