@@ -1,0 +1,99 @@
+"""Fault injection against our own Postgres: no dead letter is lost while it is down."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults import own_postgres, query
+from tests.workers import Worker, wait_for
+
+pytestmark = pytest.mark.worker
+
+
+def spool_length(redis_url: str) -> int:
+    import redis
+
+    return int(redis.Redis.from_url(redis_url).llen("dlq:spool"))
+
+
+def test_postgres_down_while_tasks_fail_spools_then_writes_each_once(tmp_path: Path) -> None:
+    from tasks.demo import divide
+
+    spool_redis = re.sub(r"/\d+$", "/5", os.environ["REDIS_URL"])
+    import redis
+
+    redis.Redis.from_url(spool_redis).delete("dlq:spool")
+    with own_postgres(tmp_path) as pg:
+        env = {"DATABASE_URL": pg.url, "REDIS_URL": spool_redis}
+        worker = Worker(queues="faults", env=env).start()
+        try:
+            pg.stop()
+            ids = [divide.apply_async([n, 0], queue="faults").id for n in range(5)]
+            wait_for(lambda: spool_length(spool_redis) == 5, timeout=60, message="5 spooled dead letters")
+            pg.start()
+            # Nothing reached Postgres yet; a worker start drains the spool.
+            assert query(pg, "SELECT count(*) FROM dlq_deadletter") == [(0,)]
+            worker.stop()
+            worker = Worker(queues="faults", env=env).start()
+            wait_for(lambda: query(pg, "SELECT count(*) FROM dlq_deadletter") == [(5,)], timeout=30, message="drained")
+            rows = query(pg, "SELECT task_id, reason, args FROM dlq_deadletter ORDER BY task_id")
+            assert sorted(r[0] for r in rows) == sorted(ids)
+            assert {r[1] for r in rows} == {"non_retryable"}
+            assert spool_length(spool_redis) == 0
+        finally:
+            worker.stop()
+
+
+def test_reconcile_task_drains_the_spool_and_is_idempotent(transactional_db: Any, live_worker: Any) -> None:
+    import dataclasses
+
+    from dlq import spool
+    from dlq.models import DeadLetter
+    from dlq.services import CapturedFailure
+    from tasks.redis import redis_client
+
+    redis_client().delete(spool.SPOOL_KEY)
+    failure = CapturedFailure(task_id="spooled-1", task_name="tasks.demo.add", reason="non_retryable",
+                              exception_type="ValueError", exception_message="x", args=[1], kwargs={})
+    spool.push("capture", dataclasses.asdict(failure))
+    spool.push("capture", dataclasses.asdict(failure))  # the same failure spooled twice
+    from dlq.tasks import reconcile
+
+    reconcile.apply_async()
+    wait_for(lambda: redis_client().llen(spool.SPOOL_KEY) == 0, message="the spool drained by the worker")
+    assert DeadLetter.objects.filter(task_id="spooled-1").count() == 1
+
+
+def test_file_spool_when_redis_is_down_too(transactional_db: Any, settings: Any, tmp_path: Path) -> None:
+    import dataclasses
+
+    from dlq import spool
+    from dlq.models import DeadLetter
+    from dlq.services import CapturedFailure
+
+    settings.DLQ_SPOOL_DIR = str(tmp_path / "spool")
+    failure = CapturedFailure(task_id="file-1", task_name="tasks.demo.add", reason="non_retryable",
+                              exception_type="ValueError", exception_message="x", args=[1], kwargs={})
+    import tasks.redis as task_redis
+
+    original = task_redis.redis_client
+    task_redis.redis_client.cache_clear()
+    try:
+        from django.test import override_settings
+
+        from taskplatform.embedded import free_port
+
+        with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
+            task_redis.redis_client.cache_clear()
+            assert spool.push("capture", dataclasses.asdict(failure)) == "file"
+    finally:
+        task_redis.redis_client.cache_clear()
+    assert original is task_redis.redis_client
+    assert len(list((tmp_path / "spool").glob("*.json"))) == 1
+    assert spool.drain() == 1
+    assert DeadLetter.objects.filter(task_id="file-1").count() == 1
+    assert list((tmp_path / "spool").glob("*.json")) == []
