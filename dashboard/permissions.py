@@ -1,5 +1,6 @@
 """Roles are Django groups: viewer (read), operator (+ edit, requeue, discard, resolve,
-enqueue allow-listed tasks), admin (+ bulk, export, schedules). Superusers are admins."""
+enqueue allow-listed tasks), admin (+ bulk actions, export, cancel jobs, enqueue any task).
+Superusers are admins."""
 from __future__ import annotations
 
 from typing import Any
@@ -17,14 +18,22 @@ def has_role(user: Any, role: str) -> bool:
     return current is not None and RANK[Role(current)] >= RANK[Role(role)]
 
 
-class RolePermission(BasePermission):
-    """Reads need ``viewer``; writes need the view's ``write_role`` (default ``operator``)."""
+def required_role(view: Any, request: Request) -> str:
+    """The view's ``action_roles[action]``, else viewer for reads and ``write_role``
+    (default operator) for writes."""
+    action = getattr(view, "action", None)
+    roles = getattr(view, "action_roles", {})
+    if action in roles:
+        return str(roles[action])
+    if request.method in SAFE_METHODS:
+        return Role.VIEWER
+    return str(getattr(view, "write_role", Role.OPERATOR))
 
+
+class RolePermission(BasePermission):
     message = "your role does not allow this action"
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if not (request.user and request.user.is_authenticated):
             return False
-        if request.method in SAFE_METHODS:
-            return has_role(request.user, Role.VIEWER)
-        return has_role(request.user, getattr(view, "write_role", Role.OPERATOR))
+        return has_role(request.user, required_role(view, request))

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
+from django.db.models.functions import Cast
 
 
 class DeadLetterStatus(models.TextChoices):
@@ -55,10 +58,20 @@ class DeadLetter(models.Model):
     version = models.PositiveIntegerField(default=1, help_text="Optimistic-lock version, bumped on every change.")
     created_at = models.DateTimeField(auto_now_add=True, help_text="When the dead letter was recorded.")
     updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
+    search = models.GeneratedField(
+        expression=SearchVector(
+            "task_name", "exception_type", "exception_message", "traceback",
+            Cast("args", models.TextField()), Cast("kwargs", models.TextField()), config="simple",
+        ),
+        output_field=SearchVectorField(),
+        db_persist=True,
+        help_text="Full-text vector over message, traceback and arguments (the `q` filter).",
+    )
 
     class Meta:
         ordering = ("-last_failed_at", "-id")
         indexes = [
+            GinIndex(fields=["search"], name="dlq_search_gin"),
             models.Index(fields=["status", "-last_failed_at", "-id"], name="dlq_status_failed_idx"),
             models.Index(fields=["-last_failed_at", "-id"], name="dlq_failed_idx"),
             models.Index(fields=["task_name", "-last_failed_at"], name="dlq_task_failed_idx"),
@@ -86,6 +99,60 @@ class DeadLetterEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor} {self.action} #{self.dead_letter_id}"
+
+
+class RedriveJobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    FINISHED = "finished", "Finished"
+    CANCELLED = "cancelled", "Cancelled"
+    FAILED = "failed", "Failed"
+
+
+class BulkAction(models.TextChoices):
+    REQUEUE = "requeue", "Requeue"
+    DISCARD = "discard", "Discard"
+    RESOLVE = "resolve", "Resolve"
+
+
+class RedriveJob(models.Model):
+    """A bulk action over a selection of dead letters, run in batches by a Celery task.
+
+    The selection is fixed when the job is created (``filters`` + ``ids``, bounded by
+    ``max_id``) and walked in id order (``last_id`` is the cursor). A batch's rows change
+    state in one transaction with their events; for requeues, the batch's ids are kept in
+    ``pending_publish`` until their messages are published, so a runner that crashes in
+    between can finish that batch without publishing anything twice.
+    """
+
+    action = models.CharField(max_length=16, choices=BulkAction.choices, help_text="requeue, discard or resolve.")
+    status = models.CharField(max_length=16, choices=RedriveJobStatus.choices, default=RedriveJobStatus.PENDING,
+                              help_text="pending, running, finished, cancelled, failed.")
+    actor = models.CharField(max_length=150, help_text="Who started it.")
+    reason = models.TextField(blank=True, default="", help_text="Why, copied to every event.")
+    filters = models.JSONField(default=dict, blank=True, help_text="The search filters that select the rows.")
+    ids = models.JSONField(null=True, blank=True, help_text="Explicit ids, when the job was started with ids.")
+    queue = models.CharField(max_length=255, blank=True, default="", help_text="Target queue for requeues (default: original).")
+    rate_limit = models.FloatField(null=True, blank=True, help_text="Messages per second, or null for no limit.")
+    total = models.PositiveIntegerField(default=0, help_text="Rows selected when the job was created.")
+    done = models.PositiveIntegerField(default=0, help_text="Rows processed.")
+    failed = models.PositiveIntegerField(default=0, help_text="Rows skipped (no longer eligible) or failed.")
+    max_id = models.BigIntegerField(default=0, help_text="Highest dead letter id in the selection.")
+    last_id = models.BigIntegerField(default=0, help_text="Cursor: every id up to here is processed.")
+    pending_publish = models.JSONField(default=list, blank=True, help_text="[dead_letter_id, task_id] not yet published.")
+    runner = models.CharField(max_length=64, blank=True, default="", help_text="Lease holder (one runner at a time).")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the runner.")
+    error = models.TextField(blank=True, default="", help_text="Why the job failed.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="Created.")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="First batch started.")
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="Finished, cancelled or failed.")
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        indexes = [models.Index(fields=["status", "-created_at"], name="dlq_job_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.action} job #{self.pk} {self.status} {self.done}/{self.total}"
 
 
 class Role(models.TextChoices):

@@ -1,34 +1,198 @@
-"""Reads on dead letters. Never write."""
+"""Reads on dead letters (search, groups, stats). Never write.
+
+Search syntax (``q``): Postgres ``websearch_to_tsquery('simple', q)`` over task name,
+exception type and message, traceback, args and kwargs: words are ANDed, ``"quoted
+phrases"`` match in order, ``or`` between words, ``-word`` excludes. Any string is valid
+input (no syntax errors). The vector is a generated column with a GIN index.
+"""
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.contrib.postgres.search import SearchQuery
+from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
-from dlq.errors import NotFound
-from dlq.models import DeadLetter
+from dlq.errors import NotFound, ValidationFailed
+from dlq.models import DeadLetter, DeadLetterEvent, DeadLetterStatus, DeathReason, RedriveJob
 
-LIST_DEFERRED = ("traceback", "raw_body", "attempts", "headers", "options")
+LIST_DEFERRED = ("traceback", "raw_body", "attempts", "headers", "options", "search")
+EXACT_FILTERS = ("status", "task_id", "task_name", "exception_type", "reason", "queue", "fingerprint")
+FILTER_KEYS = (*EXACT_FILTERS, "failed_after", "failed_before", "q")
+CHOICES = {"status": set(DeadLetterStatus.values), "reason": set(DeathReason.values)}
 
 
-def dead_letter_list(*, filters: dict[str, Any] | None = None) -> QuerySet[DeadLetter]:
-    """Dead letters, newest failure first, large columns deferred."""
-    qs = DeadLetter.objects.defer(*LIST_DEFERRED).order_by("-last_failed_at", "-id")
-    for key in ("status", "task_id", "task_name", "exception_type", "reason", "queue", "fingerprint"):
-        value = (filters or {}).get(key)
-        if value:
-            qs = qs.filter(**{key: value})
+def clean_filters(raw: Any) -> dict[str, Any]:
+    """Validate a filter mapping (query parameters or a bulk body). Raises ``ValidationFailed``."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValidationFailed("filter must be an object", fields={"filter": ["must be an object"]})
+    errors: dict[str, list[str]] = {}
+    cleaned: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in FILTER_KEYS:
+            errors[str(key)[:64]] = [f"unknown filter; known: {', '.join(FILTER_KEYS)}"]
+            continue
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str) or len(value) > 1000 or "\x00" in value:
+            errors[key] = ["must be a string of at most 1000 characters without NUL"]
+            continue
+        if key in CHOICES and value not in CHOICES[key]:
+            errors[key] = [f"must be one of {', '.join(sorted(CHOICES[key]))}"]
+            continue
+        if key in ("failed_after", "failed_before"):
+            try:
+                parsed = parse_datetime(value)
+            except ValueError:
+                parsed = None
+            if parsed is None:
+                errors[key] = ["must be an ISO 8601 date-time"]
+                continue
+            cleaned[key] = parsed if parsed.tzinfo else timezone.make_aware(parsed)
+            continue
+        cleaned[key] = value
+    if errors:
+        raise ValidationFailed("invalid filters", code="invalid_filter", fields=errors)
+    return cleaned
+
+
+def dead_letter_filter(qs: QuerySet[DeadLetter], filters: dict[str, Any]) -> QuerySet[DeadLetter]:
+    """Apply already-cleaned filters."""
+    exact = {key: filters[key] for key in EXACT_FILTERS if key in filters}
+    if exact:
+        qs = qs.filter(**exact)
+    if "failed_after" in filters:
+        qs = qs.filter(last_failed_at__gte=filters["failed_after"])
+    if "failed_before" in filters:
+        qs = qs.filter(last_failed_at__lt=filters["failed_before"])
+    if filters.get("q"):
+        qs = qs.filter(search=SearchQuery(filters["q"], search_type="websearch", config="simple"))
     return qs
 
 
-def dead_letter_get(*, id: int) -> DeadLetter:
-    row = DeadLetter.objects.filter(pk=id).first()
+def dead_letter_list(*, filters: dict[str, Any] | None = None) -> QuerySet[DeadLetter]:
+    """Dead letters, newest failure first, large columns deferred. ``filters`` are raw
+    (validated here)."""
+    qs = DeadLetter.objects.defer(*LIST_DEFERRED).order_by("-last_failed_at", "-id")
+    return dead_letter_filter(qs, clean_filters(filters))
+
+
+def dead_letter_get(*, id: Any) -> DeadLetter:
+    try:
+        pk = int(id)
+    except (TypeError, ValueError):
+        raise NotFound(f"dead letter {str(id)[:64]!r} does not exist") from None
+    row = DeadLetter.objects.defer("search").filter(pk=pk).first()
     if row is None:
-        raise NotFound(f"dead letter {id} does not exist")
+        raise NotFound(f"dead letter {pk} does not exist")
     return row
 
 
-def dead_letter_counts() -> dict[str, dict[str, int]]:
+def dead_letter_events(*, dead_letter_id: Any) -> QuerySet[DeadLetterEvent]:
+    row = dead_letter_get(id=dead_letter_id)
+    return DeadLetterEvent.objects.filter(dead_letter_id=row.pk).order_by("-created_at", "-id")
+
+
+# --- Keyset (cursor) pagination on (last_failed_at, id) descending -----------------------
+
+def encode_cursor(row: DeadLetter, direction: str) -> str:
+    raw = json.dumps({"t": row.last_failed_at.isoformat(), "i": row.pk, "d": direction})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        at = parse_datetime(data["t"])
+        pk, direction = int(data["i"]), data["d"]
+        if at is None or direction not in ("next", "prev"):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error):
+        raise ValidationFailed("invalid cursor", code="invalid_cursor", fields={"cursor": ["invalid"]}) from None
+    return at, pk, direction
+
+
+def dead_letter_page(qs: QuerySet[DeadLetter], *, cursor: str | None, size: int) -> tuple[list[DeadLetter], str | None, str | None]:
+    """One page of ``qs`` (ordered newest first) and the cursors of its neighbours.
+    One query, whatever the depth: ``WHERE (last_failed_at, id) < (...)`` on the index."""
+    direction = "next"
+    if cursor:
+        at, pk, direction = decode_cursor(cursor)
+        if direction == "next":
+            qs = qs.filter(Q(last_failed_at__lt=at) | Q(last_failed_at=at, id__lt=pk))
+        else:
+            qs = qs.filter(Q(last_failed_at__gt=at) | Q(last_failed_at=at, id__gt=pk)).order_by("last_failed_at", "id")
+    rows = list(qs[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    if direction == "prev":
+        rows.reverse()
+    has_next = more if direction == "next" else bool(cursor)
+    has_prev = bool(cursor) if direction == "next" else more
+    next_cursor = encode_cursor(rows[-1], "next") if rows and has_next else None
+    prev_cursor = encode_cursor(rows[0], "prev") if rows and has_prev else None
+    return rows, next_cursor, prev_cursor
+
+
+# --- Groups and stats ---------------------------------------------------------------------
+
+def failure_groups(*, filters: dict[str, Any] | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """One row per fingerprint, most frequent first."""
+    qs = dead_letter_filter(DeadLetter.objects.all(), clean_filters(filters))
+    rows = (
+        qs.values("fingerprint")
+        .annotate(
+            task_name=Max("task_name"), exception_type=Max("exception_type"),
+            sample_message=Max("exception_message"), count=Count("id"),
+            first_seen=Min("first_failed_at"), last_seen=Max("last_failed_at"),
+        )
+        .order_by("-count", "-last_seen")[:limit]
+    )
+    return list(rows)
+
+
+def dead_letter_stats(*, hours: int = 48) -> dict[str, Any]:
     by_status = dict(DeadLetter.objects.values_list("status").annotate(n=Count("id")).order_by())
     by_reason = dict(DeadLetter.objects.values_list("reason").annotate(n=Count("id")).order_by())
-    return {"by_status": by_status, "by_reason": by_reason}
+    by_task = dict(
+        DeadLetter.objects.values_list("task_name").annotate(n=Count("id")).order_by("-n")[:50]
+    )
+    now = timezone.now().replace(minute=0, second=0, microsecond=0)
+    since = now - timedelta(hours=hours - 1)
+    counted = dict(
+        DeadLetter.objects.filter(created_at__gte=since).annotate(hour=TruncHour("created_at"))
+        .values_list("hour").annotate(n=Count("id")).order_by()
+    )
+    per_hour = [{"hour": (since + timedelta(hours=h)).isoformat(), "count": counted.get(since + timedelta(hours=h), 0)}
+                for h in range(hours)]
+    return {"total": sum(by_status.values()), "by_status": by_status, "by_reason": by_reason,
+            "by_task": by_task, "per_hour": per_hour}
+
+
+def dead_letter_counts() -> dict[str, dict[str, int]]:
+    stats = dead_letter_stats(hours=1)
+    return {"by_status": stats["by_status"], "by_reason": stats["by_reason"]}
+
+
+def redrive_job_list() -> QuerySet[RedriveJob]:
+    return RedriveJob.objects.order_by("-created_at", "-id")
+
+
+def redrive_job_get(*, id: Any) -> RedriveJob:
+    try:
+        pk = int(id)
+    except (TypeError, ValueError):
+        raise NotFound(f"redrive job {str(id)[:64]!r} does not exist") from None
+    job = RedriveJob.objects.filter(pk=pk).first()
+    if job is None:
+        raise NotFound(f"redrive job {pk} does not exist")
+    return job

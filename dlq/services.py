@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from datetime import timedelta
+
+from django.db.models import Count, F, Max, Q, QuerySet
 from django.utils import timezone
 
 from dlq.capture import DEAD_LETTER_HEADER, fingerprint
 from dlq.errors import BrokerUnavailable, Conflict, NotFound, ValidationFailed
 from dlq.masking import mask, unmask
-from dlq.models import DeadLetter, DeadLetterEvent, DeadLetterStatus
+from dlq.models import BulkAction, DeadLetter, DeadLetterEvent, DeadLetterStatus, RedriveJob, RedriveJobStatus
 
 logger = logging.getLogger("dlq")
 
@@ -204,18 +206,22 @@ def dead_letter_update(
     return row
 
 
-def _publish(row: DeadLetter, task_id: str, queue: str) -> None:
+def publish_requeues(items: list[tuple[DeadLetter, str, str]]) -> None:
+    """Publish ``(row, new_task_id, queue)`` messages on one producer connection."""
     from taskplatform.celery import app
 
-    app.send_task(
-        row.task_name,
-        args=row.args or [],
-        kwargs=row.kwargs or {},
-        task_id=task_id,
-        queue=queue or None,
-        headers={DEAD_LETTER_HEADER: row.pk},
-        retries=0,
-    )
+    with app.producer_or_acquire() as producer:
+        for row, task_id, queue in items:
+            app.send_task(
+                row.task_name,
+                args=row.args or [],
+                kwargs=row.kwargs or {},
+                task_id=task_id,
+                queue=queue or None,
+                headers={DEAD_LETTER_HEADER: row.pk},
+                retries=0,
+                producer=producer,
+            )
 
 
 def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", queue: str | None = None) -> str:
@@ -263,7 +269,7 @@ def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", qu
             **({"queue": [row.queue, target_queue]} if target_queue != row.queue else {}),
         })
     try:
-        _publish(row, new_task_id, target_queue)
+        publish_requeues([(row, new_task_id, target_queue)])
     except Exception as exc:  # the broker refused or is unreachable
         _requeue_failed(dead_letter_id=row.pk, task_id=new_task_id, error=exc)
         raise BrokerUnavailable(f"the broker refused the message; the dead letter is unchanged: {exc}") from exc
@@ -318,3 +324,247 @@ def _transition(row: DeadLetter, *, to: str, actor: str, action: str, reason: st
     row.save(update_fields=["status", "version", "updated_at"])
     _event(row, actor=actor, action=action, reason=reason, diff={"status": [before, to]})
     return row
+
+
+# --- Bulk actions: redrive jobs ----------------------------------------------------------
+
+ELIGIBLE = {
+    BulkAction.REQUEUE: (DeadLetterStatus.DEAD,),
+    BulkAction.DISCARD: (DeadLetterStatus.DEAD,),
+    BulkAction.RESOLVE: (DeadLetterStatus.DEAD, DeadLetterStatus.REQUEUED),
+}
+MAX_BULK_IDS = 10_000
+LEASE_SECONDS = 120
+TERMINAL = (RedriveJobStatus.FINISHED, RedriveJobStatus.CANCELLED, RedriveJobStatus.FAILED)
+
+
+def _bulk_args(action: Any, ids: Any, filters: Any) -> tuple[str, list[int] | None, dict[str, Any]]:
+    from dlq.selectors import clean_filters
+
+    if action not in BulkAction.values:
+        raise ValidationFailed(f"action must be one of {', '.join(BulkAction.values)}", fields={"action": ["invalid"]})
+    if ids is None and filters is None:
+        raise ValidationFailed("give ids or a filter", code="no_selection", fields={"ids": ["ids or filter required"]})
+    clean_ids: list[int] | None = None
+    if ids is not None:
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise ValidationFailed("ids must be a list of integers", fields={"ids": ["list of integers"]})
+        if len(ids) > MAX_BULK_IDS:
+            raise ValidationFailed(f"at most {MAX_BULK_IDS} ids; use a filter for more", fields={"ids": ["too many"]})
+        clean_ids = sorted(set(ids))
+    return action, clean_ids, clean_filters(filters)
+
+
+def _selection(action: str, ids: list[int] | None, filters: dict[str, Any]) -> QuerySet[DeadLetter]:
+    from dlq.selectors import dead_letter_filter
+
+    qs = dead_letter_filter(DeadLetter.objects.all(), filters).filter(status__in=ELIGIBLE[BulkAction(action)])
+    if ids is not None:
+        qs = qs.filter(pk__in=ids)
+    return qs
+
+
+def dead_letters_bulk_preview(*, action: Any, ids: Any = None, filters: Any = None, sample_size: int = 10) -> dict[str, Any]:
+    """Dry run: how many rows the action would touch, and a few of them."""
+    action, ids, filters = _bulk_args(action, ids, filters)
+    qs = _selection(action, ids, filters)
+    sample = list(qs.order_by("-last_failed_at", "-id").values(
+        "id", "task_name", "exception_type", "status", "last_failed_at")[:sample_size])
+    return {"action": action, "count": qs.count(), "sample": sample}
+
+
+@transaction.atomic
+def dead_letters_bulk_start(
+    *, actor: str, action: Any, reason: Any, ids: Any = None, filters: Any = None,
+    rate_limit: Any = None, queue: Any = None,
+) -> RedriveJob:
+    """Create a redrive job over the selection and start it (a Celery task, after commit)."""
+    reason = _require_reason(reason)
+    action, ids, filters = _bulk_args(action, ids, filters)
+    if rate_limit is not None and (isinstance(rate_limit, bool) or not isinstance(rate_limit, (int, float))
+                                   or not 0 < rate_limit <= 1_000_000):
+        raise ValidationFailed("rate_limit must be a positive number of messages per second",
+                               fields={"rate_limit": ["positive number"]})
+    if queue is not None and (not isinstance(queue, str) or not queue.strip() or len(queue) > 255 or "\x00" in queue):
+        raise ValidationFailed("queue must be a non-empty name", fields={"queue": ["invalid queue name"]})
+    if queue and action != BulkAction.REQUEUE:
+        raise ValidationFailed("queue only applies to requeue", fields={"queue": ["only with requeue"]})
+    qs = _selection(action, ids, filters)
+    summary = qs.aggregate(total=Count("id"), max_id=Max("id"))
+    job = RedriveJob.objects.create(
+        action=action, actor=actor, reason=reason, filters={k: str(v) for k, v in filters.items()}
+        if filters else {}, ids=ids, queue=queue or "", rate_limit=rate_limit,
+        total=summary["total"] or 0, max_id=summary["max_id"] or 0,
+    )
+    logger.info("redrive_job.created job_id=%s action=%s total=%s actor=%s", job.pk, action, job.total, actor,
+                extra={"job_id": job.pk, "actor": actor})
+    transaction.on_commit(lambda: _start_job_task(job.pk))
+    return job
+
+
+def _start_job_task(job_id: int) -> None:
+    from dlq.tasks import run_redrive_job
+
+    run_redrive_job.apply_async([job_id])
+
+
+@transaction.atomic
+def redrive_job_cancel(*, job_id: int, actor: str) -> RedriveJob:
+    job = RedriveJob.objects.select_for_update().filter(pk=job_id).first()
+    if job is None:
+        raise NotFound(f"redrive job {job_id} does not exist")
+    if job.status in TERMINAL:
+        raise Conflict(f"the job is already {job.status}", code="bad_status")
+    job.status = RedriveJobStatus.CANCELLED
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "finished_at"])
+    logger.info("redrive_job.cancelled job_id=%s actor=%s", job.pk, actor, extra={"job_id": job.pk, "actor": actor})
+    return job
+
+
+def _claim(job_id: int, token: str) -> bool:
+    """Take (or renew) the job's lease: one runner at a time, even if Celery delivers the
+    job's message twice (a redelivery after the visibility timeout)."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=LEASE_SECONDS)
+    return bool(
+        RedriveJob.objects.filter(pk=job_id).exclude(status__in=TERMINAL)
+        .filter(Q(runner="") | Q(runner=token) | Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True))
+        .update(runner=token, heartbeat_at=now)
+    )
+
+
+def redrive_job_run(*, job_id: int, batch_size: int = 1000, time_budget: float = 60.0,
+                    sleep: Any = None) -> RedriveJob | None:
+    """Run (or resume) a redrive job in batches until it is done, cancelled, or
+    ``time_budget`` seconds have passed (then the lease is released and the caller
+    continues it in a new task, so no task outlives its time limit)."""
+    import time
+
+    sleep = sleep or time.sleep
+    deadline = time.monotonic() + time_budget
+    token = uuid.uuid4().hex
+    if not _claim(job_id, token):
+        logger.info("redrive_job.not_claimed job_id=%s", job_id, extra={"job_id": job_id})
+        return None
+    job = RedriveJob.objects.get(pk=job_id)
+    if job.status == RedriveJobStatus.PENDING:
+        job.status, job.started_at = RedriveJobStatus.RUNNING, timezone.now()
+        job.save(update_fields=["status", "started_at"])
+    if job.pending_publish:
+        _publish_job_batch(job, resume=True)
+    per_batch = batch_size if not job.rate_limit else max(1, min(batch_size, int(job.rate_limit)))
+    while True:
+        started = time.monotonic()
+        if not _claim(job_id, token):
+            break  # cancelled, finished elsewhere, or the lease was lost
+        processed = _job_batch(job, per_batch)
+        if processed is None:
+            break
+        if job.action == BulkAction.REQUEUE:
+            _publish_job_batch(job)
+        if job.rate_limit:
+            pause = processed / job.rate_limit - (time.monotonic() - started)
+            if pause > 0:
+                sleep(pause)
+        if time.monotonic() > deadline:
+            RedriveJob.objects.filter(pk=job_id, runner=token).update(runner="", heartbeat_at=None)
+            break
+    job.refresh_from_db()
+    return job
+
+
+@transaction.atomic
+def _job_batch(job: RedriveJob, size: int) -> int | None:
+    """Move the next batch; returns how many ids it covered, or None when the job is over."""
+    locked = RedriveJob.objects.select_for_update().get(pk=job.pk)
+    if locked.status != RedriveJobStatus.RUNNING:
+        return None
+    selection = _selection(job.action, job.ids, _job_filters(job))
+    ids = list(selection.filter(pk__gt=locked.last_id, pk__lte=locked.max_id).order_by("pk")
+               .values_list("pk", flat=True)[:size])
+    if not ids:
+        locked.status, locked.finished_at = RedriveJobStatus.FINISHED, timezone.now()
+        locked.runner = ""
+        locked.save(update_fields=["status", "finished_at", "runner"])
+        logger.info("redrive_job.finished job_id=%s done=%s failed=%s", job.pk, locked.done, locked.failed,
+                    extra={"job_id": job.pk})
+        job.status = locked.status
+        return None
+    eligible = ELIGIBLE[BulkAction(job.action)]
+    rows = list(DeadLetter.objects.select_for_update(of=("self",)).defer("search")
+                .filter(pk__in=ids, status__in=eligible).order_by("pk"))
+    events = []
+    pending: list[list[Any]] = []
+    to_status = {BulkAction.REQUEUE: DeadLetterStatus.REQUEUED, BulkAction.DISCARD: DeadLetterStatus.DISCARDED,
+                 BulkAction.RESOLVE: DeadLetterStatus.RESOLVED}[BulkAction(job.action)]
+    for row in rows:
+        diff: dict[str, Any] = {"status": [row.status, to_status], "job": [None, job.pk]}
+        row.status = to_status
+        row.version += 1
+        if job.action == BulkAction.REQUEUE:
+            new_task_id = str(uuid.uuid4())
+            diff["requeue_count"] = [row.requeue_count, row.requeue_count + 1]
+            diff["task_id"] = [None, new_task_id]
+            if job.queue and job.queue != row.queue:
+                diff["queue"] = [row.queue, job.queue]
+            row.requeue_count += 1
+            row.last_requeued_task_id = new_task_id
+            pending.append([row.pk, new_task_id])
+        events.append(DeadLetterEvent(dead_letter=row, actor=job.actor, action=job.action, reason=job.reason, diff=diff))
+    DeadLetter.objects.bulk_update(rows, ["status", "version", "requeue_count", "last_requeued_task_id", "updated_at"]
+                                   if job.action == BulkAction.REQUEUE else ["status", "version", "updated_at"])
+    DeadLetterEvent.objects.bulk_create(events)
+    locked.last_id = ids[-1]
+    locked.done += len(rows)
+    locked.failed += len(ids) - len(rows)
+    locked.pending_publish = pending
+    locked.heartbeat_at = timezone.now()
+    locked.save(update_fields=["last_id", "done", "failed", "pending_publish", "heartbeat_at"])
+    job.last_id, job.pending_publish = locked.last_id, pending
+    return len(ids)
+
+
+def _job_filters(job: RedriveJob) -> dict[str, Any]:
+    from dlq.selectors import clean_filters
+
+    return clean_filters(job.filters or {})
+
+
+def _publish_job_batch(job: RedriveJob, *, resume: bool = False) -> None:
+    """Publish the batch recorded in ``pending_publish``, then clear it. On ``resume`` (a
+    previous runner crashed between commit and clear), skip what already reached the broker."""
+    pending = [(int(pk), str(tid)) for pk, tid in job.pending_publish]
+    if resume:
+        published = already_published([tid for _, tid in pending])
+        pending = [(pk, tid) for pk, tid in pending if tid not in published]
+    rows = {r.pk: r for r in DeadLetter.objects.defer("search", "traceback", "raw_body").filter(pk__in=[pk for pk, _ in pending])}
+    items = [(rows[pk], tid, job.queue or rows[pk].queue) for pk, tid in pending
+             if pk in rows and rows[pk].status == DeadLetterStatus.REQUEUED and rows[pk].last_requeued_task_id == tid]
+    publish_requeues(items)
+    RedriveJob.objects.filter(pk=job.pk).update(pending_publish=[])
+    job.pending_publish = []
+
+
+def already_published(task_ids: list[str]) -> set[str]:
+    """Which of ``task_ids`` reached the broker or a worker: a stored result, or (Redis
+    broker) a message waiting in a queue or unacked. Used only when resuming a crashed job."""
+    from django_celery_results.models import TaskResult
+
+    from taskplatform.celery import app
+
+    wanted = set(task_ids)
+    found = set(TaskResult.objects.filter(task_id__in=wanted).values_list("task_id", flat=True))
+    if not app.conf.broker_url.startswith("redis"):
+        return found
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        keys = [k for k in client.scan_iter(count=1000) if client.type(k) in (b"list", "list")]
+        blobs = [m for k in keys for m in client.lrange(k, 0, -1)]
+        blobs += list(client.hvals("unacked")) if client.exists("unacked") else []
+    for blob in blobs:
+        text = blob.decode("utf-8", "replace") if isinstance(blob, bytes) else str(blob)
+        for task_id in wanted - found:
+            if task_id in text:
+                found.add(task_id)
+    return found

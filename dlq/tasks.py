@@ -12,3 +12,16 @@ def reconcile() -> int:
     from dlq.spool import drain
 
     return drain()
+
+
+@shared_task(base=PlatformTask, name="dlq.redrive_job", dead_letter=False, max_retries=10,
+             retry_backoff=5, ignore_result=True)
+def run_redrive_job(job_id: int) -> None:
+    """Run a bulk action for about a minute (``dlq.services.redrive_job_run``), then continue
+    in a fresh task; a crashed run is resumed by the redelivered message."""
+    from dlq.models import RedriveJobStatus
+    from dlq.services import redrive_job_run
+
+    job = redrive_job_run(job_id=job_id)
+    if job is not None and job.status == RedriveJobStatus.RUNNING:
+        run_redrive_job.apply_async([job_id])

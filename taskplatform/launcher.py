@@ -1,4 +1,4 @@
-"""What ``./dev`` runs once the virtualenv is ready: ``up``, ``test`` and ``manage``.
+"""What ``./dev`` runs once the virtualenv is ready: ``up``, ``test``, ``manage`` and ``chaos``.
 
 ``up`` runs web (:8000), one worker, beat and Flower (:5555) in the foreground; Ctrl-C stops
 every process it started (the apps first, then the embedded services it started).
@@ -114,6 +114,15 @@ def cmd_manage(services: Services, args: argparse.Namespace) -> int:
     return manage(child_env(services.env), *args.rest, check=False)
 
 
+def cmd_chaos(rest: list[str]) -> int:
+    """The chaos harness (tests/chaos): it starts its own Postgres, Redis and workers on free
+    ports, so it needs none of the services above."""
+    env = child_env({})
+    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL"):
+        env.pop(name, None)  # the harness points every process at its own services
+    return subprocess.run([PYTHON, "-m", "tests.chaos", *rest], cwd=BASE_DIR, env=env).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     test.add_argument("rest", nargs=argparse.REMAINDER)
     man = sub.add_parser("manage", help="run manage.py against the same services")
     man.add_argument("rest", nargs=argparse.REMAINDER)
+    chaos = sub.add_parser("chaos", help="the chaos harness: own services, faults, accounting table")
+    chaos.add_argument("rest", nargs=argparse.REMAINDER)
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "chaos":
+        # `./dev chaos [--tasks N] [--scenarios F1,F2] ...`: no embedded services needed.
+        return cmd_chaos(argv[1:])
     if argv and argv[0] in ("test", "manage"):
         # Everything after the command goes to pytest / manage.py untouched (options too).
         args = argparse.Namespace(command=argv[0], rest=argv[1:])

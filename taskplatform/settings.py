@@ -61,6 +61,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
     "django_celery_results",
     "django_celery_beat",
     "dlq",
@@ -159,6 +161,21 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["dashboard.api.parsers.StrictJSONParser"],
     "EXCEPTION_HANDLER": "dashboard.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # `?format=csv|json` belongs to the export endpoint, not to DRF's content negotiation.
+    "URL_FORMAT_OVERRIDE": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Task platform API",
+    "DESCRIPTION": "Dead letters: search, triage, edit, requeue; bulk redrive jobs; task enqueueing.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "DeadLetterStatusEnum": "dlq.models.DeadLetterStatus",
+        "RedriveJobStatusEnum": "dlq.models.RedriveJobStatus",
+    },
 }
 # Request bodies above this are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024)
@@ -198,6 +215,8 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 TASK_DEFAULT_MAX_RETRIES = env_int("TASK_DEFAULT_MAX_RETRIES", 5)
+# Largest args+kwargs (as JSON) that the enqueue API and dead-letter edits accept.
+TASK_MAX_ARGUMENTS_BYTES = env_int("TASK_MAX_ARGUMENTS_BYTES", 256 * 1024)
 TASK_RETRY_BACKOFF = env_int("TASK_RETRY_BACKOFF", 2)
 TASK_RETRY_BACKOFF_MAX = env_int("TASK_RETRY_BACKOFF_MAX", 600)
 

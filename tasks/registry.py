@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import inspect
+import json
 from typing import Any
 
 from celery import Task, current_app
+from django.conf import settings
 
 from dlq.errors import NotFound, ValidationFailed
 
@@ -53,6 +55,12 @@ def bind_arguments(task: Task, args: Any, kwargs: Any) -> None:
         errors["kwargs"] = ["must be a JSON object"]
     if errors:
         raise ValidationFailed("arguments have the wrong type", code="invalid_arguments", fields=errors)
+    size = len(json.dumps([args, kwargs]))
+    if size > settings.TASK_MAX_ARGUMENTS_BYTES:
+        raise ValidationFailed(
+            f"arguments are {size} bytes of JSON; at most {settings.TASK_MAX_ARGUMENTS_BYTES} are accepted "
+            "(pass a reference to large data, not the data)",
+            code="arguments_too_large", fields={"args": ["too large"]})
     try:
         task_signature(task).bind(*args, **kwargs)
     except TypeError as exc:

@@ -4,6 +4,9 @@ from typing import Any
 
 from rest_framework import serializers
 
+from dlq.masking import mask
+from dlq.models import BulkAction, DeadLetter, DeadLetterEvent, RedriveJob
+
 
 class StrictJSONField(serializers.JSONField):
     def __init__(self, *, json_type: type, **kwargs: Any) -> None:
@@ -16,13 +19,98 @@ class StrictJSONField(serializers.JSONField):
         return data
 
 
+class MaskedJSONField(serializers.JSONField):
+    """Read-only JSON with secret-looking keys masked."""
+
+    def to_representation(self, value: Any) -> Any:
+        return mask(value)
+
+
+QUEUE_FIELD = {"regex": r"^[A-Za-z0-9_.:\-]{1,255}$"}
+
+
 class EnqueueSerializer(serializers.Serializer[dict[str, Any]]):
     task = serializers.CharField(max_length=255)
     args = StrictJSONField(json_type=list, required=False, default=list)
     kwargs = StrictJSONField(json_type=dict, required=False, default=dict)
-    queue = serializers.RegexField(r"^[A-Za-z0-9_.:\-]{1,255}$", required=False)
+    queue = serializers.RegexField(**QUEUE_FIELD, required=False)
     countdown = serializers.FloatField(required=False, min_value=0)
     idempotency_key = serializers.CharField(required=False, max_length=255)
 
     def validate_idempotency_key(self, value: str) -> str:
         raise serializers.ValidationError("idempotency keys are not supported yet (issue 10); omit the field")
+
+
+class DeadLetterListSerializer(serializers.ModelSerializer[DeadLetter]):
+    args = MaskedJSONField(read_only=True)
+    kwargs = MaskedJSONField(read_only=True)
+
+    class Meta:
+        model = DeadLetter
+        fields = ("id", "task_id", "task_name", "queue", "status", "reason", "exception_type", "exception_message",
+                  "args", "kwargs", "retries", "requeue_count", "last_requeued_task_id", "fingerprint",
+                  "first_failed_at", "last_failed_at", "version", "created_at", "updated_at")
+        read_only_fields = fields
+
+
+class DeadLetterDetailSerializer(DeadLetterListSerializer):
+    headers = MaskedJSONField(read_only=True)
+    options = MaskedJSONField(read_only=True)
+    attempts = serializers.JSONField(read_only=True)
+
+    class Meta(DeadLetterListSerializer.Meta):
+        fields = (*DeadLetterListSerializer.Meta.fields, "routing_key", "traceback", "attempts", "headers",
+                  "options", "raw_body", "content_type", "content_encoding")
+        read_only_fields = fields
+
+
+class DeadLetterUpdateSerializer(serializers.Serializer[dict[str, Any]]):
+    args = StrictJSONField(json_type=list, required=False)
+    kwargs = StrictJSONField(json_type=dict, required=False)
+    queue = serializers.RegexField(**QUEUE_FIELD, required=False)
+    reason = serializers.CharField(max_length=2000)
+    version = serializers.IntegerField(min_value=1)
+
+
+class ReasonSerializer(serializers.Serializer[dict[str, Any]]):
+    reason = serializers.CharField(max_length=2000)
+
+
+class RequeueSerializer(serializers.Serializer[dict[str, Any]]):
+    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    queue = serializers.RegexField(**QUEUE_FIELD, required=False)
+
+
+class BulkSerializer(serializers.Serializer[dict[str, Any]]):
+    action = serializers.ChoiceField(choices=BulkAction.choices)
+    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=10_000)
+    filter = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=1000), required=False)
+    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    dry_run = serializers.BooleanField(required=False, default=False)
+    rate_limit = serializers.FloatField(required=False, min_value=0.001, max_value=1_000_000)
+    queue = serializers.RegexField(**QUEUE_FIELD, required=False)
+
+
+class EventSerializer(serializers.ModelSerializer[DeadLetterEvent]):
+    class Meta:
+        model = DeadLetterEvent
+        fields = ("id", "actor", "action", "reason", "diff", "created_at")
+        read_only_fields = fields
+
+
+class RedriveJobSerializer(serializers.ModelSerializer[RedriveJob]):
+    class Meta:
+        model = RedriveJob
+        fields = ("id", "action", "status", "actor", "reason", "filters", "ids", "queue", "rate_limit", "total",
+                  "done", "failed", "error", "created_at", "started_at", "finished_at")
+        read_only_fields = fields
+
+
+class GroupSerializer(serializers.Serializer[dict[str, Any]]):
+    fingerprint = serializers.CharField()
+    task_name = serializers.CharField()
+    exception_type = serializers.CharField()
+    sample_message = serializers.CharField()
+    count = serializers.IntegerField()
+    first_seen = serializers.DateTimeField()
+    last_seen = serializers.DateTimeField()

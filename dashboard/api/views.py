@@ -1,21 +1,186 @@
 """REST API views: validate input, call one service or selector, serialize output."""
 from __future__ import annotations
 
-from rest_framework import status
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dashboard.api.serializers import EnqueueSerializer
-from dashboard.permissions import RolePermission
+from dashboard.api import serializers as s
+from dashboard.api.filters import DeadLetterFilter, filters_from_query
+from dashboard.permissions import RolePermission, has_role
+from dlq import exports, selectors, services
+from dlq.errors import ValidationFailed
 from dlq.models import Role
 from tasks.enqueue import enqueue
-from tasks.registry import bind_arguments, enqueueable_tasks, get_enqueueable_task, task_signature
+from tasks.registry import bind_arguments, enqueueable_tasks, get_enqueueable_task, get_task, task_signature
+
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
+
+
+def actor(request: Request) -> str:
+    return str(request.user.get_username())
+
+
+def page_size(request: Request) -> int:
+    raw = request.query_params.get("page_size", DEFAULT_PAGE_SIZE)
+    try:
+        size = int(raw)
+    except (TypeError, ValueError):
+        size = -1
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise ValidationFailed(f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}", fields={"page_size": ["invalid"]})
+    return size
+
+
+def validated(serializer_class: type, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValidationFailed("the body must be a JSON object", fields={"body": ["must be an object"]})
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class DeadLetterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
+    permission_classes = [RolePermission]
+    filterset_class = DeadLetterFilter
+    serializer_class = s.DeadLetterListSerializer
+    action_roles = {"bulk": Role.ADMIN, "export": Role.ADMIN}
+
+    def get_queryset(self) -> Any:
+        return selectors.dead_letter_list()
+
+    @extend_schema(parameters=[
+        OpenApiParameter("cursor", str), OpenApiParameter("page_size", int, description="1 to 500, default 50"),
+    ])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        qs = selectors.dead_letter_list(filters=filters_from_query(request.query_params))
+        rows, next_cursor, prev_cursor = selectors.dead_letter_page(
+            qs, cursor=request.query_params.get("cursor"), size=page_size(request))
+
+        def link(cursor: str | None) -> str | None:
+            if cursor is None:
+                return None
+            params = request.query_params.copy()
+            params["cursor"] = cursor
+            return request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+
+        return Response({"next": link(next_cursor), "previous": link(prev_cursor),
+                         "results": s.DeadLetterListSerializer(rows, many=True).data})
+
+    @extend_schema(responses=s.DeadLetterDetailSerializer)
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        return Response(s.DeadLetterDetailSerializer(selectors.dead_letter_get(id=pk)).data)
+
+    @extend_schema(request=s.DeadLetterUpdateSerializer, responses=s.DeadLetterDetailSerializer)
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        data = validated(s.DeadLetterUpdateSerializer, request.data)
+        row = selectors.dead_letter_get(id=pk)
+        changes = {key: data[key] for key in ("args", "kwargs", "queue") if key in data}
+        updated = services.dead_letter_update(dead_letter_id=row.pk, actor=actor(request), reason=data["reason"],
+                                              version=data["version"], **changes)
+        return Response(s.DeadLetterDetailSerializer(selectors.dead_letter_get(id=updated.pk)).data)
+
+    @extend_schema(request=s.RequeueSerializer, responses={202: dict})
+    @action(detail=True, methods=["post"])
+    def requeue(self, request: Request, pk: str | None = None) -> Response:
+        data = validated(s.RequeueSerializer, request.data if request.data != {} else {})
+        row = selectors.dead_letter_get(id=pk)
+        task_id = services.dead_letter_requeue(dead_letter_id=row.pk, actor=actor(request),
+                                               reason=data.get("reason", ""), queue=data.get("queue"))
+        return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=s.ReasonSerializer, responses=s.DeadLetterDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def discard(self, request: Request, pk: str | None = None) -> Response:
+        data = validated(s.ReasonSerializer, request.data)
+        row = selectors.dead_letter_get(id=pk)
+        services.dead_letter_discard(dead_letter_id=row.pk, actor=actor(request), reason=data["reason"])
+        return Response(s.DeadLetterDetailSerializer(selectors.dead_letter_get(id=row.pk)).data)
+
+    @extend_schema(request=s.ReasonSerializer, responses=s.DeadLetterDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def resolve(self, request: Request, pk: str | None = None) -> Response:
+        data = validated(s.ReasonSerializer, request.data)
+        row = selectors.dead_letter_get(id=pk)
+        services.dead_letter_resolve(dead_letter_id=row.pk, actor=actor(request), reason=data["reason"])
+        return Response(s.DeadLetterDetailSerializer(selectors.dead_letter_get(id=row.pk)).data)
+
+    @extend_schema(responses=s.EventSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, pk: str | None = None) -> Response:
+        events = selectors.dead_letter_events(dead_letter_id=pk)[:1000]
+        return Response({"results": s.EventSerializer(events, many=True).data})
+
+    @extend_schema(request=s.BulkSerializer, responses={200: dict, 202: dict})
+    @action(detail=False, methods=["post"])
+    def bulk(self, request: Request) -> Response:
+        data = validated(s.BulkSerializer, request.data)
+        selection = {"action": data["action"], "ids": data.get("ids"), "filters": data.get("filter")}
+        if data["dry_run"]:
+            return Response(services.dead_letters_bulk_preview(**selection))
+        job = services.dead_letters_bulk_start(actor=actor(request), reason=data["reason"],
+                                               rate_limit=data.get("rate_limit"), queue=data.get("queue"), **selection)
+        return Response({"job": s.RedriveJobSerializer(job).data}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(parameters=[OpenApiParameter("format", str, enum=[*exports.FORMATS])], responses={200: bytes})
+    @action(detail=False, methods=["get"])
+    def export(self, request: Request) -> StreamingHttpResponse:
+        fmt = request.query_params.get("format", "csv")
+        if fmt not in exports.FORMATS:
+            raise ValidationFailed("format must be csv or json", fields={"format": ["csv or json"]})
+        filters = filters_from_query(request.query_params)
+        selectors.clean_filters(filters)  # a bad filter is a 400 before streaming starts
+        response = StreamingHttpResponse(exports.export_dead_letters(filters=filters, fmt=fmt),
+                                         content_type="text/csv" if fmt == "csv" else "application/json")
+        response["Content-Disposition"] = f'attachment; filename="dead-letters.{fmt}"'
+        return response
+
+
+class RedriveJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
+    permission_classes = [RolePermission]
+    serializer_class = s.RedriveJobSerializer
+    action_roles = {"cancel": Role.ADMIN}
+
+    def get_queryset(self) -> Any:
+        return selectors.redrive_job_list()
+
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        return Response(s.RedriveJobSerializer(selectors.redrive_job_get(id=pk)).data)
+
+    @extend_schema(request=None, responses=s.RedriveJobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        job = selectors.redrive_job_get(id=pk)
+        return Response(s.RedriveJobSerializer(services.redrive_job_cancel(job_id=job.pk, actor=actor(request))).data)
+
+
+class GroupListView(APIView):
+    permission_classes = [RolePermission]
+
+    @extend_schema(responses=s.GroupSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        groups = selectors.failure_groups(filters=filters_from_query(request.query_params))
+        return Response({"results": s.GroupSerializer(groups, many=True).data})
+
+
+class StatsView(APIView):
+    permission_classes = [RolePermission]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response(selectors.dead_letter_stats())
 
 
 class TaskListView(APIView):
     permission_classes = [RolePermission]
 
+    @extend_schema(responses={200: dict})
     def get(self, request: Request) -> Response:
         results = []
         for name, task in enqueueable_tasks().items():
@@ -37,11 +202,15 @@ class TaskEnqueueView(APIView):
     permission_classes = [RolePermission]
     write_role = Role.OPERATOR
 
+    @extend_schema(request=s.EnqueueSerializer, responses={202: dict})
     def post(self, request: Request) -> Response:
-        serializer = EnqueueSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        task = get_enqueueable_task(data["task"])
+        data = validated(s.EnqueueSerializer, request.data)
+        if has_role(request.user, Role.ADMIN) and data["task"] not in enqueueable_tasks():
+            task = get_task(data["task"])  # admins may enqueue any registered task
+            if task.name.startswith("celery."):
+                task = get_enqueueable_task(data["task"])
+        else:
+            task = get_enqueueable_task(data["task"])
         bind_arguments(task, data["args"], data["kwargs"])
         task_id = enqueue(task, args=data["args"], kwargs=data["kwargs"],
                           queue=data.get("queue"), countdown=data.get("countdown"))
