@@ -1,0 +1,288 @@
+"""The scenarios of issue 4: one fault each (F1-F14), each with a negative control that
+switches one protection off, so that the harness shows it can see a loss.
+
+A scenario yields its variants; each variant is one ``Harness.run`` (fresh queues and tables,
+fresh workers) and one accounting row.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.chaos.harness import VISIBILITY_TIMEOUT, Harness, Row, Run, TaskSpec, sql, task_mix
+
+
+# --- faults -----------------------------------------------------------------------------------
+def kill_children(every: float) -> Callable[[Run], None]:
+    def fault(run: Run) -> None:
+        delay = 1.0  # the first fault lands early, before a small backlog is gone
+        while run.sleep(delay):
+            delay = every
+            children = run.worker.children()
+            if children:
+                pid = run.rng.choice(children)
+                os.kill(pid, signal.SIGKILL)  # a pool process of a worker we started
+                run.log(f"SIGKILL pool process {pid}")
+    return fault
+
+
+def kill_worker(every: float) -> Callable[[Run], None]:
+    def fault(run: Run) -> None:
+        delay = 2.0
+        while run.sleep(delay):
+            delay = every
+            run.worker.kill_all()
+            run.log("SIGKILL the whole worker; restarting it")
+            run.new_worker()
+    return fault
+
+
+def shutdowns(every: float) -> Callable[[Run], None]:
+    def fault(run: Run) -> None:
+        cold, delay = False, 2.0
+        while run.sleep(delay):
+            delay = every
+            sig = signal.SIGQUIT if cold else signal.SIGTERM
+            run.log(f"{'cold (SIGQUIT)' if cold else 'warm (SIGTERM)'} shutdown")
+            run.worker.signal_main(sig)
+            if not run.worker.wait_exit(60):
+                run.log("worker did not exit in 60 s; SIGKILL")
+            run.worker.stop()
+            run.new_worker()
+            cold = not cold
+    return fault
+
+
+def restart_redis(*, appendonly: bool, sig: int, fsync: str = "everysec", times: int = 2,
+                  every: float = 4.0, down: float = 1.0) -> Callable[[Run], None]:
+    def fault(run: Run) -> None:
+        for _ in range(times):
+            if not run.sleep(every):
+                return
+            run.log(f"Redis {signal.Signals(sig).name} (appendonly={appendonly}, fsync={fsync}), down {down}s")
+            run.harness.restart_redis(appendonly=appendonly, sig=sig, down=down, fsync=fsync)
+    return fault
+
+
+def no_persistence(run: Run) -> None:
+    from tests.chaos.harness import redis_client
+
+    redis_client(run.rd).config_set("appendonly", "no")
+    run.harness.rd.appendonly = False
+
+
+def aof_always(run: Run) -> None:
+    from tests.chaos.harness import redis_client
+
+    redis_client(run.rd).config_set("appendfsync", "always")
+
+
+def postgres_down(seconds: float) -> Callable[[Run], None]:
+    def fault(run: Run) -> None:
+        if not run.sleep(2):
+            return
+        run.log(f"Postgres stopped for {seconds}s")
+        run.pg.stop()
+        time.sleep(seconds)
+        run.pg.start()
+        run.log("Postgres back")
+    return fault
+
+
+def terminate_connections(every: float) -> Callable[[Run], None]:
+    def fault(run: Run) -> None:
+        delay = 1.0
+        while run.sleep(delay):
+            delay = every
+            try:
+                killed = sql(run.pg, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                     "WHERE datname = %s AND pid <> pg_backend_pid()", run.pg.database)
+                run.log(f"terminated {killed[0][0]} Postgres connections")
+            except Exception as exc:
+                run.log(f"terminate failed: {exc!r}")
+    return fault
+
+
+def freeze_redis(seconds: float) -> Callable[[Run], None]:
+    def fault(run: Run) -> None:
+        if not run.sleep(2):
+            return
+        assert run.rd.proc is not None
+        run.log(f"Redis SIGSTOP for {seconds}s")
+        os.kill(run.rd.proc.pid, signal.SIGSTOP)
+        time.sleep(seconds)
+        os.kill(run.rd.proc.pid, signal.SIGCONT)
+        run.log("Redis SIGCONT")
+    return fault
+
+
+def broker_down_during_retries(times: int, down: float) -> Callable[[Run], None]:
+    def fault(run: Run) -> None:
+        for _ in range(times):
+            if not run.sleep(2.5):
+                return
+            run.log(f"Redis down {down}s while retries are republished")
+            assert run.rd.proc is not None
+            run.rd.stop()
+            time.sleep(down)
+            run.harness.start_redis()
+    return fault
+
+
+def wait_only(seconds: float) -> Callable[[Run], None]:
+    """No injected signal: the fault is in the messages (F9/F10); keep the run open."""
+    def fault(run: Run) -> None:
+        run.sleep(seconds)
+    return fault
+
+
+# --- mixes ------------------------------------------------------------------------------------
+def with_kind(specs: list[TaskSpec], every: int, make: Callable[[TaskSpec], TaskSpec]) -> list[TaskSpec]:
+    return [make(s) if i % every == 0 else s for i, s in enumerate(specs)]
+
+
+def countdown_mix(prefix: str, n: int, seed: Any) -> list[TaskSpec]:
+    specs = task_mix(prefix, n, seed, crash=0, not_idempotent=0)
+    countdown = VISIBILITY_TIMEOUT + 10
+    return with_kind(specs, 10, lambda s: TaskSpec(s.key, "ok", True, options={"countdown": countdown}))
+
+
+def slow_mix(prefix: str, n: int, seed: Any) -> list[TaskSpec]:
+    specs = task_mix(prefix, n, seed, crash=0, not_idempotent=0)
+    return with_kind(specs, max(1, n // 8), lambda s: TaskSpec(s.key, "slow", True, param=VISIBILITY_TIMEOUT + 8,
+                                                                 options={"soft_time_limit": 60, "time_limit": 70}))
+
+
+def stubborn_mix(prefix: str, n: int, seed: Any) -> list[TaskSpec]:
+    specs = task_mix(prefix, n, seed)
+    limits = {"soft_time_limit": 1, "time_limit": 2}
+    return with_kind(specs, 10, lambda s: TaskSpec(s.key, "stubborn", s.idempotent, param=10, options=limits))
+
+
+def retry_heavy_mix(prefix: str, n: int, seed: Any) -> list[TaskSpec]:
+    return task_mix(prefix, n, seed, retry=0.6, fail=0.1, crash=0.0)
+
+
+def failing_mix(prefix: str, n: int, seed: Any) -> list[TaskSpec]:
+    return task_mix(prefix, n, seed, fail=0.4, retry=0.2)
+
+
+def message_mix(prefix: str, n: int, seed: Any) -> list[TaskSpec]:
+    specs = task_mix(prefix, n, seed)
+    specs = with_kind(specs, 10, lambda s: TaskSpec(s.key, "unknown", s.idempotent))
+    return [TaskSpec(s.key, "pickle", s.idempotent) if i % 10 == 5 else s for i, s in enumerate(specs)]
+
+
+# --- scenarios --------------------------------------------------------------------------------
+@dataclass
+class Variant:
+    name: str
+    control: str
+    expect: str
+    fault: Callable[[Run], None] | None
+    before: Callable[[Run], None] | None = None
+    note: str = ""
+
+
+@dataclass
+class Scenario:
+    id: str
+    title: str
+    fast: bool
+    variants: Callable[[bool], list[Variant]]  # reduced -> variants
+    mix: Callable[[str, int, Any], list[TaskSpec]] = task_mix
+    workers: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    not_covered: str = ""
+
+
+def fault_and_control(fault: Callable[[Run], None], control: str, *, control_fault: Callable[[Run], None] | None = None,
+                      ) -> Callable[[bool], list[Variant]]:
+    return lambda reduced: [
+        Variant("fault", "", "pass", fault),
+        Variant("control", control, "detect", control_fault or fault),
+    ]
+
+
+def f4(reduced: bool) -> list[Variant]:
+    return [
+        Variant("fault", "", "pass", restart_redis(appendonly=True, sig=signal.SIGTERM)),
+        Variant("control", "no-persistence", "detect", restart_redis(appendonly=False, sig=signal.SIGTERM, times=1),
+                before=no_persistence, note="Redis restarted without AOF"),
+    ]
+
+
+def f5(reduced: bool) -> list[Variant]:
+    return [
+        Variant("no-persistence", "", "broker_loss", restart_redis(appendonly=False, sig=signal.SIGKILL, times=1),
+                before=no_persistence, note="what the broker itself loses"),
+        Variant("aof-always", "", "pass", restart_redis(appendonly=True, sig=signal.SIGKILL, fsync="always", times=1),
+                before=aof_always, note="same kill with appendfsync always"),
+    ]
+
+
+def f6(reduced: bool) -> list[Variant]:
+    down = 10.0 if reduced else 30.0
+    return [
+        Variant("fault", "", "pass", postgres_down(down)),
+        Variant("control", "no_spool", "detect", postgres_down(down)),
+    ]
+
+
+def f8(reduced: bool) -> list[Variant]:
+    seconds = 20.0 if reduced else 60.0
+    return [Variant("fault", "", "pass", freeze_redis(seconds)), Variant("control", "no_capture", "detect",
+                                                                          freeze_redis(seconds))]
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario("F1", "SIGKILL a worker pool process every 2 s", True,
+             fault_and_control(kill_children(2.0), "early_ack")),
+    Scenario("F2", "SIGKILL the whole worker every 8 s and restart it", True,
+             fault_and_control(kill_worker(8.0), "early_ack")),
+    Scenario("F3", "warm (SIGTERM) and cold (SIGQUIT) shutdowns mid-run, alternating every 6 s", False,
+             fault_and_control(shutdowns(6.0), "early_ack")),
+    Scenario("F4", "Redis restarted (SIGTERM) with AOF on, twice", False, f4),
+    Scenario("F5", "Redis SIGKILLed and restarted", False, f5),
+    Scenario("F6", "Postgres stopped 30 s (10 s in the reduced run) while tasks fail", True, f6, mix=failing_mix),
+    Scenario("F7", "all Postgres connections terminated every 0.7 s", True,
+             fault_and_control(terminate_connections(0.7), "no_capture")),
+    Scenario("F8", "Redis frozen (SIGSTOP) 60 s", False, f8),
+    Scenario("F9", f"countdown {VISIBILITY_TIMEOUT + 10} s > visibility timeout {VISIBILITY_TIMEOUT} s", False,
+             fault_and_control(wait_only(1), "not_idempotent"), mix=countdown_mix),
+    Scenario("F10", f"runtime {VISIBILITY_TIMEOUT + 8} s > visibility timeout {VISIBILITY_TIMEOUT} s", False,
+             fault_and_control(wait_only(1), "not_idempotent"), mix=slow_mix),
+    Scenario("F11", "hard time limits (tasks that ignore the soft limit)", True,
+             fault_and_control(wait_only(1), "no_capture"), mix=stubborn_mix),
+    Scenario("F12", "broker down (4 s, twice) while retries are republished", True,
+             fault_and_control(broker_down_during_retries(2, 4.0), "no_capture"), mix=retry_heavy_mix),
+    Scenario("F13", "unknown-task and pickle messages in the stream", True,
+             fault_and_control(wait_only(1), "no_consumer_capture"), mix=message_mix),
+    Scenario("F14", "two beat processes", False, lambda reduced: [],
+             not_covered="not yet covered: issue 7 adds beat leader election; two beats today send every "
+                         "scheduled task twice"),
+]
+BY_ID = {s.id: s for s in SCENARIOS}
+FAST = [s.id for s in SCENARIOS if s.fast]
+
+
+def run_scenario(h: Harness, scenario: Scenario, n: int, *, reduced: bool) -> list[Row]:
+    if scenario.not_covered:
+        return [Row(scenario=scenario.id, variant="-", fault=scenario.title, control="-", expect="not_covered",
+                    notes=scenario.not_covered)]
+    rows = []
+    for variant in scenario.variants(reduced):
+        specs = scenario.mix(f"{scenario.id}-{variant.name}", n, h.seed)
+        timeout = 180.0 + n * 0.15
+        row = h.run(scenario=scenario.id, variant=variant.name, fault_name=scenario.title,
+                    control=variant.control or (variant.note if variant.name != "fault" else ""), specs=specs,
+                    fault=variant.fault, expect=variant.expect, env=scenario.env, workers=scenario.workers,
+                    timeout=timeout, before=variant.before)
+        if variant.note and not row.notes:
+            row.notes = variant.note
+        rows.append(row)
+    return rows

@@ -1,0 +1,142 @@
+"""The chaos harness' tasks, registered only in chaos workers (``celery worker -I tests.chaos.tasks``).
+
+One task, ``chaos.work(key, kind, idempotent, param)``, whose behaviour is chosen by ``kind``:
+
+| kind | behaviour |
+| --- | --- |
+| ``ok`` | a little work, then its side effect |
+| ``retry`` | a transient error on its first ``param`` attempts (counted per key in Redis), then ``ok`` |
+| ``fail`` | a non-retryable error at once |
+| ``crash`` | SIGKILLs its own pool process (a poison pill, dead-lettered after the cap) |
+| ``slow`` | sleeps ``param`` seconds (longer than the visibility timeout in F10), then ``ok`` |
+| ``stubborn`` | ignores its soft time limit; only the hard limit (per message) stops it |
+
+The side effect is a row in ``chaos_effect`` (created by the harness with raw SQL). An
+idempotent task claims its key in ``chaos_done`` (primary key) in the same transaction, the
+idempotency-key pattern: a second run of the same key writes nothing. A task declared not
+idempotent inserts blindly, so the harness sees every duplicate execution.
+
+Negative controls (``CHAOS_CONTROL``, read only here, in the worker) switch off one
+protection so that the harness can show it reports the loss:
+
+- ``no_capture``: ``dead_letter = False`` (failures are not recorded);
+- ``early_ack``: ``acks_late = False`` (the message is acked before the task runs);
+- ``no_spool``: a dead letter that cannot be written is dropped instead of spooled;
+- ``no_consumer_capture``: unknown and undecodable messages are dropped by Celery unrecorded;
+- ``not_idempotent``: the idempotency key is ignored (every run writes its effect).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import time
+from typing import Any
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from tasks.base import PlatformTask
+
+logger = logging.getLogger("chaos")
+
+CONTROL = os.environ.get("CHAOS_CONTROL", "")
+WORK_MIN = float(os.environ.get("CHAOS_WORK_MIN", "0.02"))
+WORK_MAX = float(os.environ.get("CHAOS_WORK_MAX", "0.2"))
+# A task that keeps crashing stops crashing after this many deaths and fails instead, so that
+# a control run without poison-pill handling still ends (the product's cap is 3).
+CRASH_LIMIT = 8
+
+
+class Transient(Exception):
+    """Retryable: a dependency that was briefly unavailable."""
+
+
+class Permanent(Exception):
+    """Non-retryable: the input can never succeed."""
+
+
+class ChaosTask(PlatformTask):  # type: ignore[misc]
+    dead_letter = CONTROL != "no_capture"
+    acks_late = CONTROL != "early_ack"
+
+
+if CONTROL == "no_spool":
+    import dlq.spool
+
+    def _drop(kind: str, payload: dict[str, Any]) -> str:
+        logger.error("chaos.control no_spool: dropping a %s that could not be written", kind)
+        return "dropped"
+
+    dlq.spool.push = _drop
+
+if CONTROL == "no_consumer_capture":
+    import dlq.consumer
+
+    def _no_capture(self: Any, message: Any, exc: BaseException | None, reason: str) -> bool:
+        return True  # pretend it was recorded: Celery then drops the message
+
+    dlq.consumer.CapturingConsumer._capture = _no_capture
+
+
+def _redis_incr(key: str) -> int:
+    from tasks.redis import redis_client
+
+    client = redis_client()
+    value = int(client.incr(key))
+    client.expire(key, 86400)
+    return value
+
+
+def record_effect(key: str, idempotent: bool) -> bool:
+    """The side effect. Returns False when an idempotent key was already done."""
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            if idempotent and CONTROL != "not_idempotent":
+                cur.execute("INSERT INTO chaos_done (key) VALUES (%s) ON CONFLICT DO NOTHING RETURNING key", [key])
+                if cur.fetchone() is None:
+                    return False
+            cur.execute("INSERT INTO chaos_effect (key, idempotent, pid) VALUES (%s, %s, %s)",
+                        [key, idempotent, os.getpid()])
+    return True
+
+
+@shared_task(base=ChaosTask, name="chaos.work", bind=True, max_retries=3, retry_backoff=1, retry_backoff_max=2,
+             non_retryable=(Permanent,), ignore_result=True)
+def work(self: ChaosTask, key: str, kind: str, idempotent: bool = True, param: float = 0) -> str:
+    if kind == "crash":
+        if _redis_incr(f"chaos:crash:{key}") <= CRASH_LIMIT:
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise Permanent(f"{key} crashed {CRASH_LIMIT} times")
+    if kind == "fail":
+        raise Permanent(f"{key} can never succeed")
+    if kind == "retry":
+        attempt = _redis_incr(f"chaos:attempt:{key}")
+        if attempt <= param:
+            raise Transient(f"{key} attempt {attempt} fails on purpose")
+    if kind == "slow":
+        time.sleep(param)
+    if kind == "stubborn":
+        deadline = time.monotonic() + param
+        while time.monotonic() < deadline:
+            try:
+                time.sleep(0.1)
+            except SoftTimeLimitExceeded:
+                continue
+    time.sleep(random.uniform(WORK_MIN, WORK_MAX))
+    record_effect(key, bool(idempotent))
+    # Work after the side effect: a kill here redelivers a task whose effect is already done.
+    time.sleep(random.uniform(WORK_MIN, WORK_MAX) / 2)
+    return key
+
+
+@shared_task(base=ChaosTask, name="chaos.tick", ignore_result=True)
+def tick(name: str) -> None:
+    """Scheduled by beat (F14): every run is recorded; two runs of one tick are a duplicate."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("INSERT INTO chaos_tick (name, pid) VALUES (%s, %s)", [name, os.getpid()])
