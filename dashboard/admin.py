@@ -15,7 +15,7 @@ from dashboard.permissions import has_role
 from dlq import services
 from dlq.errors import ServiceError
 from dlq.masking import mask
-from dlq.models import DeadLetter, DeadLetterEvent, Role
+from dlq.models import Alert, DeadLetter, DeadLetterEvent, RedriveJob, Role
 
 
 class DeadLetterEventInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -114,3 +114,26 @@ class DeadLetterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             self.message_user(request, f"Requeued {done} dead letter(s).", messages.SUCCESS)
         if failed:
             self.message_user(request, "Not requeued: " + "; ".join(failed[:20]), messages.WARNING)
+
+
+@admin.register(RedriveJob)
+class RedriveJobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("id", "action", "status", "actor", "total", "done", "failed", "created_at", "finished_at")
+    list_filter = ("status", "action")
+    readonly_fields = [f.name for f in RedriveJob._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("id", "kind", "status", "message", "opened_at", "resolved_at", "notified_at")
+    list_filter = ("status", "kind")
+    readonly_fields = [f.name for f in Alert._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

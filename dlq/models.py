@@ -155,6 +155,45 @@ class RedriveJob(models.Model):
         return f"{self.action} job #{self.pk} {self.status} {self.done}/{self.total}"
 
 
+class AlertKind(models.TextChoices):
+    DLQ_SIZE = "dlq_size", "DLQ size over threshold"
+    GROWTH_RATE = "growth_rate", "DLQ growth rate over threshold"
+    NEW_GROUP = "new_group", "New failure group"
+    REDRIVE_JOB_FAILED = "redrive_job_failed", "Redrive job failed"
+
+
+class AlertStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    RESOLVED = "resolved", "Resolved"
+
+
+class Alert(models.Model):
+    """A condition worth a person's attention. One open alert per ``key`` (a partial unique
+    index), so a condition is notified once, not every minute, until it clears."""
+
+    kind = models.CharField(max_length=32, choices=AlertKind.choices, help_text="What kind of condition.")
+    key = models.CharField(max_length=255, help_text="Identity of the condition, e.g. 'new_group:<fingerprint>'.")
+    status = models.CharField(max_length=16, choices=AlertStatus.choices, default=AlertStatus.OPEN, help_text="open or resolved.")
+    message = models.TextField(help_text="What a person reads.")
+    details = models.JSONField(default=dict, blank=True, help_text="Numbers behind the message.")
+    opened_at = models.DateTimeField(auto_now_add=True, help_text="When the condition was first seen.")
+    last_seen_at = models.DateTimeField(auto_now=True, help_text="Last time the condition was still true.")
+    resolved_at = models.DateTimeField(null=True, blank=True, help_text="When the condition cleared.")
+    notified_at = models.DateTimeField(null=True, blank=True, help_text="When the notification was delivered.")
+    notify_attempts = models.PositiveIntegerField(default=0, help_text="Delivery attempts so far.")
+    notify_error = models.TextField(blank=True, default="", help_text="Last delivery error.")
+
+    class Meta:
+        ordering = ("-opened_at", "-id")
+        constraints = [
+            models.UniqueConstraint(fields=["key"], condition=models.Q(status="open"), name="dlq_alert_one_open_per_key"),
+        ]
+        indexes = [models.Index(fields=["status", "-opened_at"], name="dlq_alert_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.status}: {self.message[:60]}"
+
+
 class Role(models.TextChoices):
     VIEWER = "viewer", "Viewer"
     OPERATOR = "operator", "Operator"

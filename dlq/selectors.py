@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from dlq.errors import NotFound, ValidationFailed
-from dlq.models import DeadLetter, DeadLetterEvent, DeadLetterStatus, DeathReason, RedriveJob
+from dlq.models import Alert, AlertStatus, DeadLetter, DeadLetterEvent, DeadLetterStatus, DeathReason, RedriveJob
 
 LIST_DEFERRED = ("traceback", "raw_body", "attempts", "headers", "options", "search")
 EXACT_FILTERS = ("status", "task_id", "task_name", "exception_type", "reason", "queue", "fingerprint")
@@ -196,3 +196,8 @@ def redrive_job_get(*, id: Any) -> RedriveJob:
     if job is None:
         raise NotFound(f"redrive job {pk} does not exist")
     return job
+
+
+def alert_list(*, open_only: bool = True) -> QuerySet[Alert]:
+    qs = Alert.objects.order_by("-opened_at", "-id")
+    return qs.filter(status=AlertStatus.OPEN) if open_only else qs

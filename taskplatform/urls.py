@@ -4,7 +4,6 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from dashboard import views as dashboard_views
 from taskplatform import health
 from tasks import views as task_views
 
@@ -18,6 +17,30 @@ urlpatterns = [
     path("api/v1/", include("dashboard.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("dashboard/", dashboard_views.overview, name="dashboard-overview"),
+    path("dashboard/", include("dashboard.urls")),
     path("demo/", task_views.demo, name="demo"),
 ]
+
+
+def _not_found(request, exception=None):  # type: ignore[no-untyped-def]
+    from django.views import defaults
+
+    if request.path.startswith("/api/"):
+        from django.http import JsonResponse
+
+        return JsonResponse({"error": {"code": "not_found", "message": f"no API endpoint at {request.path}"}}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def _server_error(request):  # type: ignore[no-untyped-def]
+    from django.views import defaults
+
+    if request.path.startswith("/api/"):
+        from django.http import JsonResponse
+
+        return JsonResponse({"error": {"code": "server_error", "message": "internal error; it was logged"}}, status=500)
+    return defaults.server_error(request)
+
+
+handler404 = _not_found
+handler500 = _server_error

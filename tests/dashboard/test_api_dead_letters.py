@@ -394,3 +394,25 @@ def test_resume_skips_messages_already_in_the_broker(no_job_task: None) -> None:
     services.redrive_job_run(job_id=job.pk)
     assert queue_length("api-test") == 3
     assert {r.pk for r in rows} == set(DeadLetter.objects.filter(status="requeued").values_list("pk", flat=True))
+
+
+def test_unknown_api_path_is_a_json_404(viewer: APIClient) -> None:
+    response = viewer.get("/api/v1/nope/")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_cancel_a_running_job(admin: APIClient, no_job_task: None) -> None:
+    from dlq import services
+
+    DeadLetterFactory.create_batch(6)
+    job = services.dead_letters_bulk_start(actor="ops", action="discard", reason="r", filters={}, rate_limit=2)
+    sleeps: list[float] = []
+
+    def sleep_then_cancel(seconds: float) -> None:
+        sleeps.append(seconds)
+        assert admin.post(f"/api/v1/redrive-jobs/{job.pk}/cancel/").json()["status"] == "cancelled"
+
+    finished = services.redrive_job_run(job_id=job.pk, sleep=sleep_then_cancel)
+    assert finished is not None and finished.status == "cancelled"
+    assert finished.done == 2 and DeadLetter.objects.filter(status="discarded").count() == 2  # 2 msg/s: one batch of 2
+    assert sleeps and 0 < sleeps[0] <= 1.0
