@@ -568,3 +568,47 @@ def already_published(task_ids: list[str]) -> set[str]:
             if task_id in text:
                 found.add(task_id)
     return found
+
+
+# --- Beat schedules (django-celery-beat's PeriodicTask) ------------------------------------
+
+@transaction.atomic
+def periodic_task_set_enabled(*, periodic_task_id: int, enabled: bool, actor: str) -> Any:
+    """Enable or disable a beat schedule. ``save()`` (not ``update()``) so that
+    django-celery-beat notices the change (its ``PeriodicTasks.changed`` signal)."""
+    from django_celery_beat.models import PeriodicTask
+
+    task = PeriodicTask.objects.select_for_update().filter(pk=periodic_task_id).first()
+    if task is None:
+        raise NotFound(f"schedule {periodic_task_id} does not exist")
+    if task.enabled != enabled:
+        task.enabled = enabled
+        task.save()
+        logger.info("schedule.%s name=%s actor=%s", "enabled" if enabled else "disabled", task.name, actor,
+                    extra={"schedule": task.name, "actor": actor})
+    return task
+
+
+def periodic_task_run_now(*, periodic_task_id: int, actor: str) -> str:
+    """Send a scheduled task once, now, with its stored arguments; returns the task id."""
+    from django_celery_beat.models import PeriodicTask
+
+    from taskplatform.celery import app
+
+    task = PeriodicTask.objects.filter(pk=periodic_task_id).first()
+    if task is None:
+        raise NotFound(f"schedule {periodic_task_id} does not exist")
+    try:
+        args, kwargs = json.loads(task.args or "[]"), json.loads(task.kwargs or "{}")
+    except ValueError as exc:
+        raise Conflict(f"the schedule's stored arguments are not valid JSON: {exc}", code="bad_schedule") from exc
+    options: dict[str, Any] = {}
+    if task.queue:
+        options["queue"] = task.queue
+    try:
+        result = app.send_task(task.task, args=args, kwargs=kwargs, **options)
+    except Exception as exc:
+        raise BrokerUnavailable(f"the broker refused the message: {exc}") from exc
+    logger.info("schedule.run_now name=%s task_id=%s actor=%s", task.name, result.id, actor,
+                extra={"schedule": task.name, "task_id": result.id, "actor": actor})
+    return str(result.id)
