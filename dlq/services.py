@@ -207,21 +207,15 @@ def dead_letter_update(
 
 
 def publish_requeues(items: list[tuple[DeadLetter, str, str]]) -> None:
-    """Publish ``(row, new_task_id, queue)`` messages on one producer connection."""
-    from taskplatform.celery import app
+    """Publish ``(row, new_task_id, queue)`` messages on one producer connection: on Redis,
+    ready-made messages in pipelined batches (``dlq.publish``), else one ``send_task`` each."""
+    from dlq.publish import OutgoingTask, publish_tasks
 
-    with app.producer_or_acquire() as producer:
-        for row, task_id, queue in items:
-            app.send_task(
-                row.task_name,
-                args=row.args or [],
-                kwargs=row.kwargs or {},
-                task_id=task_id,
-                queue=queue or None,
-                headers={DEAD_LETTER_HEADER: row.pk},
-                retries=0,
-                producer=producer,
-            )
+    publish_tasks([
+        OutgoingTask(row.task_name, row.args or [], row.kwargs or {}, task_id, queue or None,
+                     {DEAD_LETTER_HEADER: row.pk})
+        for row, task_id, queue in items
+    ])
 
 
 def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", queue: str | None = None) -> str:

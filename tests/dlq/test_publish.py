@@ -1,0 +1,100 @@
+"""The batched publish path (dlq/publish.py) writes what apply_async writes, and a stock
+worker runs it."""
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from dlq.capture import DEAD_LETTER_HEADER
+from dlq.models import DeadLetter, DeadLetterStatus
+from dlq.publish import OutgoingTask, publish_tasks
+from taskplatform.celery import app
+from tests.factories import DeadLetterFactory
+from tests.workers import wait_for
+
+pytestmark = pytest.mark.skipif(not str(app.conf.broker_url).startswith("redis"), reason="Redis broker only")
+
+# Differ between any two publishes, by design: kombu draws a fresh delivery tag per message.
+PER_MESSAGE = {("properties", "delivery_tag")}
+
+
+def _client() -> Any:
+    conn = app.connection_for_write()
+    return conn, conn.default_channel.client
+
+
+def _pop_all(queue: str) -> list[dict[str, Any]]:
+    conn, client = _client()
+    try:
+        raw = []
+        while (blob := client.rpop(queue)) is not None:
+            raw.append(json.loads(blob))
+        return raw
+    finally:
+        conn.release()
+
+
+def _without_per_message(message: dict[str, Any]) -> dict[str, Any]:
+    copy = json.loads(json.dumps(message))
+    for section, key in PER_MESSAGE:
+        copy[section].pop(key, None)
+    return copy
+
+
+@pytest.mark.parametrize("task_name,args,kwargs", [
+    ("tasks.demo.add", [1, 2], {}),
+    ("tasks.demo.sleep", [0.01], {}),  # own time limits: the timelimit header differs from the default
+    ("tasks.demo.flaky", [], {"key": "k\u00e9y \u2603", "failures": 0}),  # kwargs, non-ASCII
+])
+def test_fast_path_message_is_identical_to_apply_async(task_name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+    app.tasks  # finalize the app, as in a worker or a web process that has imported its tasks
+    queue = f"test-publish-{uuid.uuid4().hex[:8]}"
+    task_id = str(uuid.uuid4())
+    headers = {DEAD_LETTER_HEADER: 42}
+    app.tasks[task_name].apply_async(args, kwargs, task_id=task_id, queue=queue, headers=headers, retries=0)
+    assert publish_tasks([OutgoingTask(task_name, args, kwargs, task_id, queue, headers)], fast=True) == 1
+    first, second = _pop_all(queue)  # rpop: oldest (apply_async) first
+
+    assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+    a, b = _without_per_message(first), _without_per_message(second)
+    diff = {k: (a["headers"].get(k), b["headers"].get(k)) for k in {*a["headers"], *b["headers"]}
+            if a["headers"].get(k) != b["headers"].get(k)}
+    assert not diff, diff
+    assert a == b
+    # And what a worker will read out of it:
+    body = json.loads(base64.b64decode(second["body"]))
+    assert body[0] == args and body[1] == kwargs
+    assert second["headers"]["id"] == task_id and second["headers"][DEAD_LETTER_HEADER] == 42
+    assert second["properties"]["delivery_info"] == {"exchange": "", "routing_key": queue}
+
+
+def test_slow_and_fast_paths_write_the_same_messages_in_bulk() -> None:
+    app.tasks
+    queue = f"test-publish-{uuid.uuid4().hex[:8]}"
+    items = [OutgoingTask("tasks.demo.add", [i, i], {}, str(uuid.uuid4()), queue, {DEAD_LETTER_HEADER: i})
+             for i in range(25)]
+    assert publish_tasks(items, fast=False) == 25
+    slow = _pop_all(queue)
+    assert publish_tasks(items, fast=True, chunk=7) == 25  # several pipeline flushes
+    fast = _pop_all(queue)
+    assert [_without_per_message(m) for m in slow] == [_without_per_message(m) for m in fast]
+
+
+@pytest.mark.worker
+def test_worker_runs_a_fast_path_message_and_it_resolves_its_dead_letter(live_worker: Any) -> None:
+    row = DeadLetterFactory(task_name="tasks.demo.add", args=[2, 3], kwargs={}, queue="celery",
+                            status=DeadLetterStatus.REQUEUED, requeue_count=1)
+    new_task_id = str(uuid.uuid4())
+    DeadLetter.objects.filter(pk=row.pk).update(last_requeued_task_id=new_task_id)
+    publish_tasks([OutgoingTask("tasks.demo.add", [2, 3], {}, new_task_id, "celery", {DEAD_LETTER_HEADER: row.pk})],
+                  fast=True)
+    resolved = wait_for(lambda: DeadLetter.objects.filter(pk=row.pk, status=DeadLetterStatus.RESOLVED).first(),
+                        message="the fast-path run to resolve its dead letter")
+    assert resolved.last_requeued_task_id == new_task_id
+    from django_celery_results.models import TaskResult
+
+    assert wait_for(lambda: TaskResult.objects.filter(task_id=new_task_id, status="SUCCESS").first()).result == "5"
