@@ -201,3 +201,43 @@ def redrive_job_get(*, id: Any) -> RedriveJob:
 def alert_list(*, open_only: bool = True) -> QuerySet[Alert]:
     qs = Alert.objects.order_by("-opened_at", "-id")
     return qs.filter(status=AlertStatus.OPEN) if open_only else qs
+
+
+# --- Ops pages (dashboard) ----------------------------------------------------------------
+
+def dead_letter_overview(*, hours: int = 48, top_tasks: int = 10) -> dict[str, Any]:
+    """What the overview page shows, in three queries: counts by status and by reason (one
+    grouped query), the tasks with the most ``dead`` rows, and dead letters per hour."""
+    by_status: dict[str, int] = {}
+    by_reason: dict[str, int] = {}
+    for status, reason, n in DeadLetter.objects.values_list("status", "reason").annotate(n=Count("id")).order_by():
+        by_status[status] = by_status.get(status, 0) + n
+        by_reason[reason] = by_reason.get(reason, 0) + n
+    failing_tasks = list(
+        DeadLetter.objects.filter(status=DeadLetterStatus.DEAD).values("task_name")
+        .annotate(count=Count("id"), last_seen=Max("last_failed_at")).order_by("-count", "task_name")[:top_tasks]
+    )
+    now = timezone.now().replace(minute=0, second=0, microsecond=0)
+    since = now - timedelta(hours=hours - 1)
+    counted = dict(
+        DeadLetter.objects.filter(created_at__gte=since).annotate(hour=TruncHour("created_at"))
+        .values_list("hour").annotate(n=Count("id")).order_by()
+    )
+    per_hour = [{"hour": since + timedelta(hours=h), "count": counted.get(since + timedelta(hours=h), 0)}
+                for h in range(hours)]
+    return {"total": sum(by_status.values()), "by_status": by_status, "by_reason": by_reason,
+            "failing_tasks": failing_tasks, "per_hour": per_hour}
+
+
+def redrive_job_active() -> QuerySet[RedriveJob]:
+    """Jobs that are pending or running, newest first."""
+    from dlq.models import RedriveJobStatus
+
+    return redrive_job_list().filter(status__in=(RedriveJobStatus.PENDING, RedriveJobStatus.RUNNING))
+
+
+def periodic_task_list() -> QuerySet[Any]:
+    """Beat's schedules (django-celery-beat), with their schedule rows joined (no N+1)."""
+    from django_celery_beat.models import PeriodicTask
+
+    return PeriodicTask.objects.select_related("interval", "crontab", "solar", "clocked").order_by("name")

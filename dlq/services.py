@@ -105,6 +105,9 @@ def dead_letter_capture(*, failure: CapturedFailure) -> None:
     # One INSERT ... ON CONFLICT (task_id) DO NOTHING: a second capture of the same task
     # (hook and signal, redelivery, reconciler) changes nothing.
     DeadLetter.objects.bulk_create([row], ignore_conflicts=True)
+    from dlq.metrics import incr
+
+    incr("captured", failure.task_name, failure.reason)
     logger.info(
         "dead_letter.captured task_id=%s task_name=%s reason=%s",
         failure.task_id, failure.task_name, failure.reason,
@@ -267,6 +270,9 @@ def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", qu
     except Exception as exc:  # the broker refused or is unreachable
         _requeue_failed(dead_letter_id=row.pk, task_id=new_task_id, error=exc)
         raise BrokerUnavailable(f"the broker refused the message; the dead letter is unchanged: {exc}") from exc
+    from dlq.metrics import incr
+
+    incr("requeued", "single")
     return new_task_id
 
 
@@ -537,6 +543,9 @@ def _publish_job_batch(job: RedriveJob, *, resume: bool = False) -> None:
              if pk in rows and rows[pk].status == DeadLetterStatus.REQUEUED and rows[pk].last_requeued_task_id == tid]
     publish_requeues(items)
     RedriveJob.objects.filter(pk=job.pk).update(pending_publish=[])
+    from dlq.metrics import incr
+
+    incr("requeued", "bulk", amount=len(items))
     job.pending_publish = []
 
 
@@ -606,3 +615,90 @@ def periodic_task_run_now(*, periodic_task_id: int, actor: str) -> str:
     logger.info("schedule.run_now name=%s task_id=%s actor=%s", task.name, result.id, actor,
                 extra={"schedule": task.name, "task_id": result.id, "actor": actor})
     return str(result.id)
+
+
+# --- Housekeeping: retention, stuck requeues, stalled jobs, failed jobs ----------------------
+
+PRUNABLE = (DeadLetterStatus.RESOLVED, DeadLetterStatus.DISCARDED)
+
+
+def dead_letters_prune(*, older_than_days: int, batch_size: int = 1000, max_batches: int = 10_000) -> int:
+    """Delete resolved and discarded dead letters (and their events) not changed for
+    ``older_than_days``, in batches by id, each batch its own short transaction. Rows in
+    ``dead`` or ``requeued`` are never pruned."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted = 0
+    for _ in range(max_batches):
+        ids = list(DeadLetter.objects.filter(status__in=PRUNABLE, updated_at__lt=cutoff)
+                   .order_by("id").values_list("id", flat=True)[:batch_size])
+        if not ids:
+            break
+        with transaction.atomic():
+            DeadLetterEvent.objects.filter(dead_letter_id__in=ids).delete()
+            # Re-check the status under the delete: a row resurrected meanwhile stays.
+            count, _ = DeadLetter.objects.filter(pk__in=ids, status__in=PRUNABLE, updated_at__lt=cutoff).delete()
+        deleted += count
+    if deleted:
+        logger.info("dead_letter.pruned count=%s older_than_days=%s", deleted, older_than_days,
+                    extra={"count": deleted})
+    return deleted
+
+
+def housekeeping_prune_other_tables(*, older_than_days: int) -> dict[str, int]:
+    """Retention of the other tables that grow: resolved alerts, finished jobs."""
+    from dlq.models import Alert, AlertStatus
+
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    alerts, _ = Alert.objects.filter(status=AlertStatus.RESOLVED, resolved_at__lt=cutoff).delete()
+    jobs, _ = RedriveJob.objects.filter(status__in=TERMINAL, finished_at__lt=cutoff).delete()
+    return {"alerts": alerts, "redrive_jobs": jobs}
+
+
+def dead_letters_reconcile_stuck_requeues(*, older_than_minutes: int) -> int:
+    """Requeued rows whose message reached neither the broker nor a worker (a publish lost
+    between commit and send): back to ``dead`` with an event, so they can be requeued again.
+    Only with a Redis broker, where the queues can be inspected; elsewhere they are logged."""
+    from taskplatform.celery import app
+
+    cutoff = timezone.now() - timedelta(minutes=older_than_minutes)
+    stuck = list(DeadLetter.objects.filter(status=DeadLetterStatus.REQUEUED, updated_at__lt=cutoff)
+                 .values_list("pk", "last_requeued_task_id")[:1000])
+    if not stuck:
+        return 0
+    if not app.conf.broker_url.startswith("redis"):
+        logger.warning("dead_letter.requeued_without_result count=%s (cannot inspect this broker)", len(stuck))
+        return 0
+    seen = already_published([tid for _, tid in stuck])
+    returned = 0
+    for pk, task_id in stuck:
+        if task_id in seen:
+            continue
+        with transaction.atomic():
+            row = _locked(pk)
+            if row.status == DeadLetterStatus.REQUEUED and row.last_requeued_task_id == task_id:
+                row.status = DeadLetterStatus.DEAD
+                row.version += 1
+                row.save(update_fields=["status", "version", "updated_at"])
+                _event(row, actor=SYSTEM, action="requeue_lost",
+                       reason=f"message {task_id} never reached a worker; back to dead", diff={"status": ["requeued", "dead"]})
+                returned += 1
+    return returned
+
+
+def redrive_jobs_resume_stalled() -> int:
+    """Restart jobs whose runner vanished (no heartbeat) or that never started."""
+    stale = timezone.now() - timedelta(seconds=LEASE_SECONDS * 2)
+    ids = list(RedriveJob.objects.filter(
+        Q(status=RedriveJobStatus.RUNNING, heartbeat_at__lt=stale)
+        | Q(status=RedriveJobStatus.RUNNING, heartbeat_at__isnull=True, started_at__lt=stale)
+        | Q(status=RedriveJobStatus.PENDING, created_at__lt=stale)
+    ).values_list("pk", flat=True))
+    for job_id in ids:
+        _start_job_task(job_id)
+    return len(ids)
+
+
+def redrive_job_fail(*, job_id: int, error: str) -> None:
+    RedriveJob.objects.filter(pk=job_id).exclude(status__in=TERMINAL).update(
+        status=RedriveJobStatus.FAILED, error=error[:2000], finished_at=timezone.now(), runner="")
+    logger.error("redrive_job.failed job_id=%s error=%s", job_id, error, extra={"job_id": job_id})

@@ -9,8 +9,10 @@ def create_role_groups(sender: Any, **kwargs: Any) -> None:
     if getattr(sender, "label", None) != "dlq":
         return
     from dlq.roles import ensure_role_groups
+    from dlq.schedules import seed_schedules
 
     ensure_role_groups()
+    seed_schedules()
 
 
 def drain_spool_at_worker_start(sender: Any = None, **kwargs: Any) -> None:
@@ -35,6 +37,10 @@ def drain_spool_at_worker_start(sender: Any = None, **kwargs: Any) -> None:
 
 
 def connect_signals() -> None:
-    from celery.signals import worker_ready
+    from celery.signals import task_postrun, worker_process_shutdown, worker_ready
+
+    from dlq.metrics import on_process_shutdown, on_task_postrun
 
     worker_ready.connect(drain_spool_at_worker_start, dispatch_uid="dlq.drain_spool_at_worker_start")
+    task_postrun.connect(on_task_postrun, dispatch_uid="dlq.metrics.task_postrun")
+    worker_process_shutdown.connect(on_process_shutdown, dispatch_uid="dlq.metrics.process_shutdown")

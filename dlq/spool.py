@@ -41,11 +41,14 @@ def _encode(kind: str, payload: dict[str, Any]) -> str:
 
 def push(kind: str, payload: dict[str, Any]) -> str:
     """Keep an operation for later. Returns where it went: ``redis`` or ``file``."""
+    from dlq.metrics import incr
+
     entry = _encode(kind, payload)
     try:
         from tasks.redis import redis_client
 
         redis_client().rpush(SPOOL_KEY, entry)
+        incr("capture_errors", "redis")
         logger.warning("dead_letter.spooled kind=%s where=redis", kind, extra={"kind": kind})
         return "redis"
     except Exception:  # Redis is down too: the worker's disk is the last resort

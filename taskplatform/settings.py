@@ -207,12 +207,13 @@ CELERY_RESULT_EXTENDED = True
 CELERY_TASK_TRACK_STARTED = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# One leader among beat processes, duplicate ticks recognised (see dlq/beat.py).
+CELERY_BEAT_SCHEDULER = "dlq.beat:LeaderDatabaseScheduler"
+CELERY_BEAT_SYNC_EVERY = 1  # persist last_run_at after every send, for a clean takeover
+DLQ_BEAT_LOCK_TTL = env_int("DLQ_BEAT_LOCK_TTL", 30)
 # Captures undecodable and unknown messages before Celery drops them (see dlq/consumer.py).
 CELERY_WORKER_CONSUMER = "dlq.consumer:CapturingConsumer"
-CELERY_BEAT_SCHEDULE = {
-    "dlq-reconcile": {"task": "dlq.reconcile", "schedule": 60.0, "options": {"expires": 55}},
-}
+# Schedules live in the database (django-celery-beat), seeded by dlq/schedules.py.
 
 TASK_DEFAULT_MAX_RETRIES = env_int("TASK_DEFAULT_MAX_RETRIES", 5)
 # Largest args+kwargs (as JSON) that the enqueue API and dead-letter edits accept.
@@ -226,14 +227,37 @@ DLQ_POISON_PILL_CAP = env_int("DLQ_POISON_PILL_CAP", 3)
 DLQ_SPOOL_DIR = os.environ.get("DLQ_SPOOL_DIR", str(BASE_DIR / ".data" / "spool"))
 DLQ_ALERT_THRESHOLD = env_int("DLQ_ALERT_THRESHOLD", 100)
 DLQ_ALERT_WEBHOOK_URL = os.environ.get("DLQ_ALERT_WEBHOOK_URL", "")
+DLQ_ALERT_GROWTH_THRESHOLD = env_int("DLQ_ALERT_GROWTH_THRESHOLD", 50)
+DLQ_ALERT_GROWTH_WINDOW_MINUTES = env_int("DLQ_ALERT_GROWTH_WINDOW_MINUTES", 10)
+DLQ_ALERT_NEW_GROUP_WINDOW_MINUTES = env_int("DLQ_ALERT_NEW_GROUP_WINDOW_MINUTES", 15)
+DLQ_ALERT_EMAILS = env_list("DLQ_ALERT_EMAILS", "")
+DLQ_STUCK_REQUEUE_MINUTES = env_int("DLQ_STUCK_REQUEUE_MINUTES", 30)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "taskplatform@localhost")
 FLOWER_BASIC_AUTH = os.environ.get("FLOWER_BASIC_AUTH", "" if PRODUCTION else "demo:demo-password")
 FLOWER_URL = os.environ.get("FLOWER_URL", "http://localhost:5555/")
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
+# LOG_FORMAT=json: one JSON object per line with the `extra` fields (task_id, dead_letter_id, ...).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
+# With JSON logs, workers log through Django's LOGGING too instead of Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }

@@ -20,7 +20,7 @@ from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from celery import Task
-from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 
 from dlq.capture import (
@@ -72,6 +72,21 @@ class PlatformTask(Task):  # type: ignore[misc]
         if isinstance(exc, self.non_retryable) or not isinstance(exc, self.autoretry_for):
             return DeathReason.NON_RETRYABLE
         return DeathReason.MAX_RETRIES_EXCEEDED
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        # A beat tick sent twice (two beats around a leader change) carries the same
+        # schedule name and scheduled time: only the first message runs (see dlq/beat.py).
+        schedule = getattr(self.request, "dlq_schedule", None)
+        if schedule is None:
+            return
+        from tasks.redis import redis_client
+
+        key = f"beat:ran:{schedule}:{getattr(self.request, 'dlq_scheduled_at', '')}"
+        client = redis_client()
+        if not client.set(key, task_id, nx=True, ex=7 * 86400) and client.get(key) != task_id.encode():
+            logger.warning("beat.duplicate_tick_skipped schedule=%s task_id=%s", schedule, task_id,
+                           extra={"task_id": task_id, "schedule": schedule})
+            raise Ignore()
 
     def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None, throw: bool = True,
               eta: Any = None, countdown: Any = None, max_retries: int | None = None, **options: Any) -> Any:

@@ -34,3 +34,30 @@ def stubborn_sleep(seconds: float) -> float:
         except SoftTimeLimitExceeded:
             continue
     return seconds
+
+
+@shared_task(base=PlatformTask, name="tasks.examples.daily_digest", bind=True)
+def daily_digest(self: PlatformTask) -> dict[str, int]:
+    """Example scheduled application job: yesterday's dead letters by task, logged."""
+    import logging
+    from datetime import timedelta
+
+    from django.db.models import Count
+    from django.utils import timezone
+
+    from dlq.models import DeadLetter
+
+    since = timezone.now() - timedelta(days=1)
+    counts = dict(DeadLetter.objects.filter(created_at__gte=since).values_list("task_name")
+                  .annotate(n=Count("id")).order_by())
+    logging.getLogger("tasks").info("daily_digest dead_letters=%s", counts, extra={"counts": counts})
+    return counts
+
+
+@shared_task(base=PlatformTask, name="tasks.examples.beat_probe", bind=True, ignore_result=True)
+def beat_probe(self: PlatformTask) -> None:
+    """Records each run under its scheduled time (used to prove one run per beat tick)."""
+    from tasks.redis import redis_client
+
+    slot = getattr(self.request, "dlq_scheduled_at", "unscheduled")
+    redis_client().hincrby("beat-probe:runs", str(slot), 1)

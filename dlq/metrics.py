@@ -1,0 +1,145 @@
+"""Prometheus metrics at ``/metrics``.
+
+Gauges are read at scrape time from Postgres and Redis (dead letters by status/reason/task,
+spool size, redrive progress, open alerts). Counters happen in worker processes on many
+hosts, so they are kept in one Redis hash (``metrics:counters``) rather than per process:
+captures, requeues and capture errors are incremented where they happen; task outcomes are
+counted in-process by a ``task_postrun`` receiver and flushed to Redis at most once a
+second, so the success path costs no network round trip per task.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger("dlq.metrics")
+
+COUNTERS_KEY = "metrics:counters"
+FLUSH_SECONDS = 1.0
+SEP = "\x1f"
+
+
+def incr(*parts: str, amount: int = 1) -> None:
+    """Best effort: metrics never break the path they measure."""
+    try:
+        from tasks.redis import redis_client
+
+        redis_client().hincrby(COUNTERS_KEY, SEP.join(parts), amount)
+    except Exception:
+        logger.debug("metrics.incr_failed", exc_info=True)
+
+
+class OutcomeBuffer:
+    """Task outcomes counted in this process, flushed to Redis in one pipeline per second."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.last_flush = time.monotonic()
+        self.lock = threading.Lock()
+        self.flusher_pid: int | None = None
+
+    def add(self, task_name: str, state: str) -> None:
+        with self.lock:
+            self.counts[SEP.join(("task", task_name, state))] += 1
+        if self.flusher_pid != os.getpid():
+            # One flusher thread per (pool child) process, so an idle worker still reports.
+            self.flusher_pid = os.getpid()
+            threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            counts, self.counts = self.counts, Counter()
+            self.last_flush = time.monotonic()
+        if not counts:
+            return
+        try:
+            from tasks.redis import redis_client
+
+            pipe = redis_client().pipeline(transaction=False)
+            for field, n in counts.items():
+                pipe.hincrby(COUNTERS_KEY, field, n)
+            pipe.execute()
+        except Exception:
+            logger.debug("metrics.flush_failed", exc_info=True)
+
+
+outcomes = OutcomeBuffer()
+
+
+def on_task_postrun(sender: Any = None, task: Any = None, state: str | None = None, **kwargs: Any) -> None:
+    if task is not None and state:
+        outcomes.add(task.name, state)
+
+
+def on_process_shutdown(**kwargs: Any) -> None:
+    outcomes.flush()
+
+
+class PlatformCollector(Collector):
+    def collect(self) -> Iterator[Any]:
+        from django.db.models import Count
+
+        from dlq import spool
+        from dlq.models import Alert, AlertStatus, DeadLetter, RedriveJob, RedriveJobStatus
+
+        by = GaugeMetricFamily("taskplatform_dead_letters", "Dead letters by status, reason and task.",
+                               labels=["status", "reason", "task"])
+        for status, reason, task, n in (DeadLetter.objects.values_list("status", "reason", "task_name")
+                                        .annotate(n=Count("id")).order_by()):
+            by.add_metric([status, reason, task], n)
+        yield by
+
+        sizes = spool.size()
+        spooled = GaugeMetricFamily("taskplatform_spool_entries", "Dead letters waiting in the capture spool.", labels=["where"])
+        for where, n in sizes.items():
+            spooled.add_metric([where], max(n, 0))
+        yield spooled
+
+        jobs = GaugeMetricFamily("taskplatform_redrive_job_rows", "Rows of running redrive jobs.", labels=["job", "action", "kind"])
+        for job in RedriveJob.objects.filter(status__in=[RedriveJobStatus.PENDING, RedriveJobStatus.RUNNING]):
+            for kind in ("total", "done", "failed"):
+                jobs.add_metric([str(job.pk), job.action, kind], getattr(job, kind))
+        yield jobs
+
+        alerts = GaugeMetricFamily("taskplatform_alerts_open", "Open alerts by kind.", labels=["kind"])
+        for kind, n in Alert.objects.filter(status=AlertStatus.OPEN).values_list("kind").annotate(n=Count("id")).order_by():
+            alerts.add_metric([kind], n)
+        yield alerts
+
+        captured = CounterMetricFamily("taskplatform_dead_letters_captured", "Dead letters captured.", labels=["task", "reason"])
+        requeued = CounterMetricFamily("taskplatform_dead_letters_requeued", "Dead letters requeued.", labels=["via"])
+        errors = CounterMetricFamily("taskplatform_capture_errors", "Captures that could not be written and were spooled.",
+                                     labels=["where"])
+        tasks = CounterMetricFamily("taskplatform_task_outcomes", "Task runs by task name and final state.",
+                                    labels=["task", "state"])
+        try:
+            from tasks.redis import redis_client
+
+            raw = redis_client().hgetall(COUNTERS_KEY)
+        except Exception:
+            raw = {}
+        for field, value in raw.items():
+            parts = field.decode("utf-8", "replace").split(SEP)
+            n = int(value)
+            if parts[0] == "captured" and len(parts) == 3:
+                captured.add_metric(parts[1:], n)
+            elif parts[0] == "requeued" and len(parts) == 2:
+                requeued.add_metric(parts[1:], n)
+            elif parts[0] == "capture_errors" and len(parts) == 2:
+                errors.add_metric(parts[1:], n)
+            elif parts[0] == "task" and len(parts) == 3:
+                tasks.add_metric(parts[1:], n)
+        yield from (captured, requeued, errors, tasks)
