@@ -1,22 +1,26 @@
 # syntax=docker/dockerfile:1
-# Build stage: wheels for the pinned requirements.
+# Build stage: wheels for the pinned runtime requirements (dev tools and the embedded
+# Postgres/Redis of ./dev are not in requirements.txt, so not in the image).
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY requirements.txt .
 RUN pip wheel --wheel-dir /wheels -r requirements.txt
 
-# Runtime stage: no compilers, no dev tools, non-root.
+# Runtime stage: no compilers, no pip cache, non-root.
 FROM python:3.11-slim
-ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 DJANGO_SETTINGS_MODULE=taskplatform.settings
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 DJANGO_SETTINGS_MODULE=taskplatform.settings \
+    DJANGO_ENV=production
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links=/wheels /wheels/*.whl && rm -rf /wheels
 COPY --chown=app:app . .
-RUN SECRET_KEY=collectstatic-only DJANGO_ENV=development python manage.py collectstatic --noinput -v 0
+# Collect static files with the production storage (hashed names + manifest for WhiteNoise).
+# The key below exists only for this build step; the container refuses to start without SECRET_KEY.
+RUN SECRET_KEY=collectstatic-build-only DEBUG=false python manage.py collectstatic --noinput -v 0
 USER app
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=3s --retries=3 \
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"
-CMD ["gunicorn", "taskplatform.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "taskplatform.wsgi:application"]

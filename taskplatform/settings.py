@@ -121,7 +121,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT_OVERRIDE") or BASE_DIR / "staticfiles")
 if DEBUG:
     import warnings
 
@@ -190,6 +190,21 @@ REDIS_URL = os.environ.get("REDIS_URL") or (
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 2 * 60 * 60)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+    # RabbitMQ: quorum queues (replicated, and they count deliveries), publisher confirms,
+    # and a delivery limit as the broker's own backstop against a poison message. The limit
+    # is above our poison-pill cap, so the dead letter is recorded before RabbitMQ drops it.
+    from kombu import Queue
+
+    DLQ_RABBITMQ_DELIVERY_LIMIT = env_int("DLQ_RABBITMQ_DELIVERY_LIMIT", 20)
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    CELERY_TASK_QUEUES = [
+        Queue(name, routing_key=name, queue_arguments={"x-queue-type": "quorum",
+                                                       "x-delivery-limit": DLQ_RABBITMQ_DELIVERY_LIMIT})
+        for name in env_list("CELERY_QUORUM_QUEUES", "celery")
+    ]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

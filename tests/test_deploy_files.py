@@ -1,10 +1,14 @@
-"""docker-compose.yml checked with `docker-compose config` (no Docker engine runs here)."""
+"""Deployment: docker-compose.yml checked with `docker-compose config` (no Docker engine
+runs here), the Dockerfile, and the production settings."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -25,22 +29,85 @@ def docker_compose() -> str:
     return found
 
 
+def compose_config(docker_compose: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([docker_compose, "--env-file", ".env.example", *args, "config"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+
+
 def test_compose_file_is_valid_and_complete(docker_compose: str) -> None:
-    result = subprocess.run([docker_compose, "config"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = compose_config(docker_compose, "--profile", "rabbitmq", "--profile", "monitoring")
     assert result.returncode == 0, result.stderr
-    config = yaml.safe_load(result.stdout)
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
     services = config["services"]
-    assert {"postgres", "redis", "web", "worker", "beat", "flower"} <= set(services)
-    assert "healthcheck" in services["postgres"] and "healthcheck" in services["redis"]
-    assert "--appendonly" in services["redis"]["command"]
+    assert set(services) == {"postgres", "redis", "rabbitmq", "migrate", "web", "worker", "beat", "flower",
+                             "prometheus", "grafana"}
+    for name in ("postgres", "redis", "rabbitmq", "web", "worker", "flower"):
+        assert services[name]["healthcheck"]["test"], name
+    assert "--appendonly" in services["redis"]["command"] and "redisdata:/data" in str(services["redis"]["volumes"])
+    assert "pgdata" in str(services["postgres"]["volumes"])
+    assert services["web"]["command"][:3] == ["gunicorn", "-c", "gunicorn.conf.py"]
     assert services["worker"]["command"][:4] == ["celery", "-A", "taskplatform", "worker"]
+    assert "ports" not in services["worker"] and "container_name" not in services["worker"]  # scalable
     assert services["beat"]["command"][:4] == ["celery", "-A", "taskplatform", "beat"]
-    assert any(arg.startswith("--basic-auth=") for arg in services["flower"]["command"])
-    assert services["web"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert services["web"]["command"][0] == "gunicorn"
+    assert "--basic-auth" in " ".join(services["flower"]["command"])
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "ops:change-me"
+    for name in ("web", "worker", "beat", "flower"):
+        deps = services[name]["depends_on"]
+        assert deps["postgres"]["condition"] == "service_healthy", name
+        assert deps["redis"]["condition"] == "service_healthy", name
+        assert deps["migrate"]["condition"] == "service_completed_successfully", name
+        assert services[name]["environment"]["DJANGO_ENV"] == "production"
+    assert services["rabbitmq"]["profiles"] == ["rabbitmq"]
+    assert services["prometheus"]["profiles"] == services["grafana"]["profiles"] == ["monitoring"]
+    assert any("provisioning" in str(v) for v in services["grafana"]["volumes"])
+
+
+def test_compose_default_services_have_no_profile(docker_compose: str) -> None:
+    result = compose_config(docker_compose)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    default = {name for name, spec in services.items() if not spec.get("profiles")}
+    assert default == {"postgres", "redis", "migrate", "web", "worker", "beat", "flower"}
+
+
+def test_compose_refuses_to_run_without_secrets(docker_compose: str, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    result = subprocess.run([docker_compose, "--env-file", str(empty), "config"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, env={k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")})
+    assert result.returncode != 0
+    assert any(name in result.stderr for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"))
 
 
 def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "\nUSER app\n" in text and "HEALTHCHECK" in text and "collectstatic" in text
-    assert text.count("FROM ") == 2  # multi-stage
+    assert text.count("\nFROM ") + text.startswith("FROM ") >= 2  # multi-stage
+    assert "requirements-dev" not in text  # no dev tools in the image
+
+
+def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DJANGO_ENV")}
+    full.update(env)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
+
+
+def test_production_settings_pass_check_deploy() -> None:
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", DJANGO_ENV="production",
+                        SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="tasks.example.com")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_the_default_key_and_debug() -> None:
+    result = run_manage("check", DJANGO_ENV="production")
+    assert result.returncode != 0 and "SECRET_KEY" in result.stderr
+    result = run_manage("check", DJANGO_ENV="production", SECRET_KEY=secrets.token_urlsafe(50), DEBUG="true")
+    assert result.returncode != 0 and "DEBUG" in result.stderr
+
+
+def test_production_collectstatic_builds_the_manifest(tmp_path: Path) -> None:
+    result = run_manage("collectstatic", "--noinput", "-v", "0", DJANGO_ENV="production", SECRET_KEY="build-only",
+                        STATIC_ROOT_OVERRIDE=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "staticfiles.json").exists()

@@ -1,0 +1,16 @@
+"""gunicorn settings for the web container (`gunicorn -c gunicorn.conf.py taskplatform.wsgi`)."""
+import multiprocessing
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))  # exports stream; long requests are fine
+graceful_timeout = 30
+keepalive = 5
+max_requests = 2000  # recycle workers: bounded memory growth
+max_requests_jitter = 200
+accesslog = "-"
+errorlog = "-"
+# The proxy in front sets X-Forwarded-Proto (see SECURE_PROXY_SSL_HEADER).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
