@@ -31,7 +31,8 @@ def test_admin_lists_filters_and_requeues(live_worker: Any, client: Any, operato
 
     services.dead_letter_update(dead_letter_id=row.pk, actor="olga", reason="fix", version=row.version, args=[4, 2])
     other = DeadLetter.objects.get(task_id=ids[1])
-    response = client.post("/admin/dlq/deadletter/", {"action": "requeue_selected", "_selected_action": [row.pk, other.pk]})
+    response = client.post("/admin/dlq/deadletter/", {"action": "requeue_selected", "_selected_action": [row.pk, other.pk],
+                                                      "post": "yes"})  # "yes" on the confirmation page
     assert response.status_code == 302
     wait_for(lambda: DeadLetter.objects.filter(pk=row.pk, status=DeadLetterStatus.RESOLVED).exists(), message="resolved")
     wait_for(lambda: DeadLetter.objects.filter(pk=other.pk, status=DeadLetterStatus.DEAD, requeue_count=1).exists(),
