@@ -56,6 +56,8 @@ class DeadLetter(models.Model):
         max_length=255, blank=True, default="", help_text="Task id of the latest requeued run."
     )
     version = models.PositiveIntegerField(default=1, help_text="Optimistic-lock version, bumped on every change.")
+    auto_requeue_count = models.PositiveIntegerField(default=0, help_text="Requeues made by a reprocess policy.")
+    last_auto_requeued_at = models.DateTimeField(null=True, blank=True, help_text="Last automatic requeue.")
     created_at = models.DateTimeField(auto_now_add=True, help_text="When the dead letter was recorded.")
     updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
     search = models.GeneratedField(
@@ -153,6 +155,67 @@ class RedriveJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} job #{self.pk} {self.status} {self.done}/{self.total}"
+
+
+class ReprocessPolicy(models.Model):
+    """Automatic reprocessing of one task's dead letters (applied every minute by beat).
+
+    A dead letter of ``task_name`` whose reason and exception type match is requeued once
+    ``cooldown_seconds * backoff_factor ** auto_requeue_count`` have passed since it last
+    failed, at most ``max_auto_requeues`` times, and never while the task is still failing
+    more than ``circuit_max_failures_per_minute`` times in the last minute (the circuit
+    waits for the dependency to come back)."""
+
+    task_name = models.CharField(max_length=255, unique=True, help_text="The task whose dead letters it requeues.")
+    reasons = models.JSONField(default=list, blank=True, help_text="Death reasons it covers (empty: all but decode/unregistered).")
+    exception_types = models.JSONField(default=list, blank=True, help_text="Exception types it covers (empty: all).")
+    cooldown_seconds = models.PositiveIntegerField(default=300, help_text="Wait after the failure before the first requeue.")
+    backoff_factor = models.FloatField(default=2.0, help_text="The cool-down grows by this factor per automatic requeue.")
+    max_auto_requeues = models.PositiveIntegerField(default=3, help_text="Then it is left for a person.")
+    circuit_max_failures_per_minute = models.PositiveIntegerField(
+        default=10, help_text="Hold requeues while the task fails more often than this in the last minute.")
+    enabled = models.BooleanField(default=True, help_text="Off: the policy does nothing.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="Created.")
+    updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
+
+    class Meta:
+        ordering = ("task_name",)
+        verbose_name_plural = "reprocess policies"
+
+    def __str__(self) -> str:
+        return f"policy {self.task_name} ({'on' if self.enabled else 'off'})"
+
+
+class IdempotencyKey(models.Model):
+    """``enqueue(..., idempotency_key=K)``: the first task id published for ``K``; written in
+    the caller's transaction, so a rolled-back request leaves no key behind."""
+
+    key = models.CharField(max_length=255, unique=True, help_text="The producer's idempotency key.")
+    task_id = models.CharField(max_length=255, help_text="The task id published for it.")
+    task_name = models.CharField(max_length=255, help_text="The task it was for.")
+    created_at = models.DateTimeField(help_text="When the key was first used.")
+    expires_at = models.DateTimeField(help_text="After this the key may be used again.")
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["expires_at"], name="dlq_idem_expires_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key} -> {self.task_id}"
+
+
+class EffectKey(models.Model):
+    """The ``tasks.idempotency.idempotent`` helper: a side effect done under this key."""
+
+    key = models.CharField(max_length=255, unique=True, help_text="Unique key of a task's side effect.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the effect was committed.")
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["created_at"], name="dlq_effect_created_idx")]
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class AlertKind(models.TextChoices):

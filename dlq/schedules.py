@@ -10,6 +10,8 @@ SCHEDULES: list[dict[str, Any]] = [
      "description": "Opens and clears DLQ alerts; notifies once per condition."},
     {"name": "dlq: reconcile (spool, stuck requeues, stalled jobs)", "task": "dlq.reconcile", "every": 60,
      "description": "Writes spooled dead letters; republishes or reports stuck requeues; resumes stalled redrive jobs."},
+    {"name": "dlq: reprocess policies", "task": "dlq.apply_reprocess_policies", "every": 60,
+     "description": "Requeues dead letters covered by a reprocess policy once their cool-down has passed."},
     {"name": "dlq: retention prune", "task": "dlq.prune", "crontab": {"minute": "17", "hour": "3"},
      "description": "Deletes resolved/discarded dead letters older than DLQ_RETENTION_DAYS in small batches."},
     {"name": "example: daily digest", "task": "tasks.examples.daily_digest", "crontab": {"minute": "0", "hour": "7"},

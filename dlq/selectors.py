@@ -241,3 +241,22 @@ def periodic_task_list() -> QuerySet[Any]:
     from django_celery_beat.models import PeriodicTask
 
     return PeriodicTask.objects.select_related("interval", "crontab", "solar", "clocked").order_by("name")
+
+
+def reprocess_policy_list() -> QuerySet[Any]:
+    from dlq.models import ReprocessPolicy
+
+    return ReprocessPolicy.objects.order_by("task_name")
+
+
+def reprocess_policy_get(*, id: Any) -> Any:
+    from dlq.models import ReprocessPolicy
+
+    try:
+        pk = int(id)
+    except (TypeError, ValueError):
+        raise NotFound(f"policy {str(id)[:64]!r} does not exist") from None
+    policy = ReprocessPolicy.objects.filter(pk=pk).first()
+    if policy is None:
+        raise NotFound(f"policy {pk} does not exist")
+    return policy

@@ -9,16 +9,24 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
 from datetime import timedelta
 
+from django.db import transaction
 from django.db.models import Count, F, Max, Q, QuerySet
 from django.utils import timezone
 
 from dlq.capture import DEAD_LETTER_HEADER, fingerprint
 from dlq.errors import BrokerUnavailable, Conflict, NotFound, ValidationFailed
 from dlq.masking import mask, unmask
-from dlq.models import BulkAction, DeadLetter, DeadLetterEvent, DeadLetterStatus, RedriveJob, RedriveJobStatus
+from dlq.models import (
+    BulkAction,
+    DeadLetter,
+    DeadLetterEvent,
+    DeadLetterStatus,
+    DeathReason,
+    RedriveJob,
+    RedriveJobStatus,
+)
 
 logger = logging.getLogger("dlq")
 
@@ -221,7 +229,8 @@ def publish_requeues(items: list[tuple[DeadLetter, str, str]]) -> None:
     ])
 
 
-def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", queue: str | None = None) -> str:
+def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", queue: str | None = None,
+                        policy_id: int | None = None) -> str:
     """Publish the dead letter again under a new task id that links back to it.
 
     The row is locked, checked (must be ``dead``) and moved to ``requeued`` in one
@@ -258,13 +267,21 @@ def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", qu
         row.requeue_count += 1
         row.last_requeued_task_id = new_task_id
         row.version += 1
-        row.save(update_fields=["status", "requeue_count", "last_requeued_task_id", "version", "updated_at"])
-        _event(row, actor=actor, action="requeue", reason=reason, diff={
+        fields = ["status", "requeue_count", "last_requeued_task_id", "version", "updated_at"]
+        diff: dict[str, Any] = {
             "status": [before["status"], row.status],
             "requeue_count": [before["requeue_count"], row.requeue_count],
             "task_id": [None, new_task_id],
             **({"queue": [row.queue, target_queue]} if target_queue != row.queue else {}),
-        })
+        }
+        if policy_id is not None:
+            diff["auto_requeue_count"] = [row.auto_requeue_count, row.auto_requeue_count + 1]
+            diff["policy"] = [None, policy_id]
+            row.auto_requeue_count += 1
+            row.last_auto_requeued_at = timezone.now()
+            fields += ["auto_requeue_count", "last_auto_requeued_at"]
+        row.save(update_fields=fields)
+        _event(row, actor=actor, action="requeue", reason=reason, diff=diff)
     try:
         publish_requeues([(row, new_task_id, target_queue)])
     except Exception as exc:  # the broker refused or is unreachable
@@ -458,6 +475,13 @@ def redrive_job_run(*, job_id: int, batch_size: int = 1000, time_budget: float =
         started = time.monotonic()
         if not _claim(job_id, token):
             break  # cancelled, finished elsewhere, or the lease was lost
+        if job.action == BulkAction.REQUEUE and not _queues_have_room(job, per_batch):
+            # Backpressure: pause rather than push a queue over its high-water mark.
+            if time.monotonic() > deadline:
+                RedriveJob.objects.filter(pk=job_id, runner=token).update(runner="", heartbeat_at=None)
+                break
+            sleep(1.0)
+            continue
         processed = _job_batch(job, per_batch)
         if processed is None:
             break
@@ -472,6 +496,25 @@ def redrive_job_run(*, job_id: int, batch_size: int = 1000, time_budget: float =
             break
     job.refresh_from_db()
     return job
+
+
+def _queues_have_room(job: RedriveJob, size: int) -> bool:
+    from django.conf import settings
+
+    from tasks.backpressure import QueueFull, check_capacity
+
+    if job.queue:
+        queues = {job.queue}
+    else:
+        nxt = _selection(job.action, job.ids, _job_filters(job)).filter(pk__gt=job.last_id, pk__lte=job.max_id)
+        queues = set(nxt.order_by("pk").values_list("queue", flat=True)[:size])
+    try:
+        for queue in queues:
+            check_capacity(queue or settings.CELERY_TASK_DEFAULT_QUEUE, incoming=size, fresh=True)
+    except QueueFull as exc:
+        logger.info("redrive_job.paused job_id=%s %s", job.pk, exc, extra={"job_id": job.pk})
+        return False
+    return True
 
 
 @transaction.atomic
@@ -648,10 +691,17 @@ def housekeeping_prune_other_tables(*, older_than_days: int) -> dict[str, int]:
     """Retention of the other tables that grow: resolved alerts, finished jobs."""
     from dlq.models import Alert, AlertStatus
 
-    cutoff = timezone.now() - timedelta(days=older_than_days)
+    from dlq.models import EffectKey, IdempotencyKey
+
+    now = timezone.now()
+    cutoff = now - timedelta(days=older_than_days)
     alerts, _ = Alert.objects.filter(status=AlertStatus.RESOLVED, resolved_at__lt=cutoff).delete()
     jobs, _ = RedriveJob.objects.filter(status__in=TERMINAL, finished_at__lt=cutoff).delete()
-    return {"alerts": alerts, "redrive_jobs": jobs}
+    keys, _ = IdempotencyKey.objects.filter(expires_at__lt=now).delete()
+    # Effect keys must outlive any later run of their task (requeues of dead letters kept
+    # for DLQ_RETENTION_DAYS): keep them for the same ``older_than_days`` (90 by default).
+    effects, _ = EffectKey.objects.filter(created_at__lt=cutoff).delete()
+    return {"alerts": alerts, "redrive_jobs": jobs, "idempotency_keys": keys, "effect_keys": effects}
 
 
 def dead_letters_reconcile_stuck_requeues(*, older_than_minutes: int) -> int:
@@ -702,3 +752,95 @@ def redrive_job_fail(*, job_id: int, error: str) -> None:
     RedriveJob.objects.filter(pk=job_id).exclude(status__in=TERMINAL).update(
         status=RedriveJobStatus.FAILED, error=error[:2000], finished_at=timezone.now(), runner="")
     logger.error("redrive_job.failed job_id=%s error=%s", job_id, error, extra={"job_id": job_id})
+
+
+# --- Automatic reprocessing (ReprocessPolicy) ------------------------------------------------
+
+NEVER_AUTO = (DeathReason.DECODE_ERROR, DeathReason.UNREGISTERED_TASK)
+
+
+def reprocess_policies_apply(*, now: Any = None, limit_per_policy: int = 500) -> dict[str, int]:
+    """Requeue the dead letters that the enabled policies cover and whose cool-down has
+    passed, through ``dead_letter_requeue`` (actor ``system``). Holds a task's requeues while
+    it still fails more often than its circuit allows; leaves a note once a dead letter has
+    used up its automatic requeues."""
+    from dlq.models import ReprocessPolicy
+
+    now = now or timezone.now()
+    totals = {"requeued": 0, "held_by_circuit": 0, "exhausted": 0, "skipped": 0}
+    for policy in ReprocessPolicy.objects.filter(enabled=True):
+        covered = DeadLetter.objects.filter(status=DeadLetterStatus.DEAD, task_name=policy.task_name) \
+            .exclude(reason__in=NEVER_AUTO)
+        if policy.reasons:
+            covered = covered.filter(reason__in=policy.reasons)
+        if policy.exception_types:
+            covered = covered.filter(exception_type__in=policy.exception_types)
+        _note_exhausted(policy, covered.filter(auto_requeue_count__gte=policy.max_auto_requeues), totals)
+        candidates = list(covered.filter(auto_requeue_count__lt=policy.max_auto_requeues)
+                          .order_by("last_failed_at").values_list("pk", "auto_requeue_count", "last_failed_at")[:limit_per_policy])
+        if not candidates:
+            continue
+        recent_failures = DeadLetter.objects.filter(task_name=policy.task_name,
+                                                    last_failed_at__gt=now - timedelta(minutes=1)).count()
+        if recent_failures > policy.circuit_max_failures_per_minute:
+            totals["held_by_circuit"] += len(candidates)
+            logger.info("reprocess.circuit_open task=%s failures_last_minute=%s max=%s", policy.task_name,
+                        recent_failures, policy.circuit_max_failures_per_minute, extra={"policy_id": policy.pk})
+            continue
+        for pk, auto_count, last_failed_at in candidates:
+            wait = timedelta(seconds=policy.cooldown_seconds * (policy.backoff_factor ** auto_count))
+            if last_failed_at + wait > now:
+                continue
+            try:
+                dead_letter_requeue(dead_letter_id=pk, actor=SYSTEM, policy_id=policy.pk,
+                                    reason=f"reprocess policy #{policy.pk} ({policy.task_name}): automatic requeue "
+                                           f"{auto_count + 1} of {policy.max_auto_requeues}")
+                totals["requeued"] += 1
+            except (Conflict, NotFound):
+                totals["skipped"] += 1  # changed meanwhile (an operator acted)
+    return totals
+
+
+def _note_exhausted(policy: Any, exhausted: QuerySet[DeadLetter], totals: dict[str, int]) -> None:
+    """Once per dead letter: say that automatic reprocessing stopped and a person is needed."""
+    for row in exhausted.exclude(events__action="auto_requeue_exhausted")[:500]:
+        with transaction.atomic():
+            _event(row, actor=SYSTEM, action="auto_requeue_exhausted", diff={},
+                   reason=f"reprocess policy #{policy.pk} stopped after {row.auto_requeue_count} automatic requeues; "
+                          "it still fails: needs a person")
+        totals["exhausted"] += 1
+
+
+@transaction.atomic
+def reprocess_policy_save(*, actor: str, data: dict[str, Any], policy_id: int | None = None) -> Any:
+    """Create or change a reprocess policy (one per task name)."""
+    from django.db import IntegrityError
+
+    from dlq.models import ReprocessPolicy
+
+    if policy_id is None:
+        policy = ReprocessPolicy(**data)
+    else:
+        policy = ReprocessPolicy.objects.select_for_update().filter(pk=policy_id).first()
+        if policy is None:
+            raise NotFound(f"policy {policy_id} does not exist")
+        for key, value in data.items():
+            setattr(policy, key, value)
+    try:
+        with transaction.atomic():
+            policy.save()
+    except IntegrityError as exc:
+        raise Conflict(f"a policy for {policy.task_name!r} exists already", code="duplicate") from exc
+    logger.info("reprocess_policy.saved policy_id=%s task=%s actor=%s", policy.pk, policy.task_name, actor,
+                extra={"policy_id": policy.pk, "actor": actor})
+    return policy
+
+
+@transaction.atomic
+def reprocess_policy_delete(*, actor: str, policy_id: int) -> None:
+    from dlq.models import ReprocessPolicy
+
+    deleted, _ = ReprocessPolicy.objects.filter(pk=policy_id).delete()
+    if not deleted:
+        raise NotFound(f"policy {policy_id} does not exist")
+    logger.info("reprocess_policy.deleted policy_id=%s actor=%s", policy_id, actor, extra={"policy_id": policy_id})

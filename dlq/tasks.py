@@ -31,6 +31,13 @@ def check_alerts() -> dict[str, list[str]]:
     return alerts_check()
 
 
+@shared_task(base=PlatformTask, name="dlq.apply_reprocess_policies", dead_letter=False, max_retries=0)
+def apply_reprocess_policies() -> dict[str, int]:
+    from dlq.services import reprocess_policies_apply
+
+    return reprocess_policies_apply()
+
+
 @shared_task(base=PlatformTask, name="dlq.prune", dead_letter=False, max_retries=2, soft_time_limit=3000, time_limit=3300)
 def prune() -> dict[str, int]:
     from django.conf import settings

@@ -231,6 +231,14 @@ CELERY_WORKER_CONSUMER = "dlq.consumer:CapturingConsumer"
 # Schedules live in the database (django-celery-beat), seeded by dlq/schedules.py.
 
 TASK_DEFAULT_MAX_RETRIES = env_int("TASK_DEFAULT_MAX_RETRIES", 5)
+# Backpressure (tasks/backpressure.py): queue=N,... overrides the default mark; 0 = off.
+QUEUE_HIGH_WATER_MARK = env_int("QUEUE_HIGH_WATER_MARK", 10_000)
+QUEUE_HIGH_WATER_MARKS = {
+    name.strip(): int(mark) for name, _, mark in
+    (item.partition("=") for item in env_list("QUEUE_HIGH_WATER_MARKS", "")) if mark.strip().isdigit()
+}
+# How long an enqueue idempotency key holds (seconds).
+IDEMPOTENCY_KEY_TTL = env_int("IDEMPOTENCY_KEY_TTL", 24 * 3600)
 # Largest args+kwargs (as JSON) that the enqueue API and dead-letter edits accept.
 TASK_MAX_ARGUMENTS_BYTES = env_int("TASK_MAX_ARGUMENTS_BYTES", 256 * 1024)
 TASK_RETRY_BACKOFF = env_int("TASK_RETRY_BACKOFF", 2)

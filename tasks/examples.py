@@ -61,3 +61,40 @@ def beat_probe(self: PlatformTask) -> None:
 
     slot = getattr(self.request, "dlq_scheduled_at", "unscheduled")
     redis_client().hincrby("beat-probe:runs", str(slot), 1)
+
+
+class DependencyDown(Exception):
+    """The remote service did not answer."""
+
+
+@shared_task(base=PlatformTask, name="tasks.examples.call_dependency", enqueueable=True,
+             max_retries=1, retry_backoff=1, retry_backoff_max=2)
+def call_dependency(url: str) -> int:
+    """Calls a remote HTTP service; fails while it is down (a reprocess policy heals these)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 (example: the caller's URL)
+            return int(response.status)
+    except (urllib.error.URLError, OSError) as exc:
+        raise DependencyDown(f"{url} is unreachable: {exc}") from exc
+
+
+@shared_task(base=PlatformTask, name="tasks.examples.charge_order", bind=True, enqueueable=True)
+def charge_order(self: PlatformTask, order_id: str, amount_cents: int, crash_after_charge: bool = False) -> str:
+    """Charges an order exactly once, however often it runs (``tasks.idempotency``).
+    ``crash_after_charge`` kills the worker process right after the first charge committed,
+    before the message is acked, to show that the redelivered run does not charge again."""
+    import os
+    import signal
+
+    from tasks.idempotency import idempotent
+    from tasks.models import LedgerEntry
+
+    with idempotent(f"charge:{order_id}") as first_time:
+        if first_time:
+            LedgerEntry.objects.create(order_id=order_id, amount_cents=amount_cents)
+    if first_time and crash_after_charge:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "charged" if first_time else "already charged"

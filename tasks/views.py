@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from dlq.errors import ServiceError
 from dlq.models import Role, user_role
+from tasks.backpressure import QueueFull
 from tasks.enqueue import enqueue
 from tasks.registry import bind_arguments, describe_signature, enqueueable_tasks, get_enqueueable_task
 
@@ -30,6 +31,12 @@ def demo(request: HttpRequest) -> HttpResponse:
             args, kwargs = json.loads(form["args"] or "[]"), json.loads(form["kwargs"] or "{}")
             bind_arguments(task, args, kwargs)
             task_id = enqueue(task, args=args, kwargs=kwargs)
+        except QueueFull as exc:
+            messages.error(request, f"The system is busy ({exc.depth} tasks are waiting); "
+                                    f"please try again in {exc.retry_after} seconds.")
+            response = render(request, "tasks/demo.html", _context(form, can_enqueue), status=429)
+            response["Retry-After"] = str(exc.retry_after)
+            return response
         except (ValueError, ServiceError) as exc:
             messages.error(request, getattr(exc, "message", None) or f"invalid JSON: {exc}")
             return render(request, "tasks/demo.html", _context(form, can_enqueue), status=400)

@@ -5,7 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from dlq.masking import mask
-from dlq.models import BulkAction, DeadLetter, DeadLetterEvent, RedriveJob
+from dlq.models import BulkAction, DeadLetter, DeadLetterEvent, DeathReason, RedriveJob, ReprocessPolicy
 
 
 class StrictJSONField(serializers.JSONField):
@@ -37,9 +37,6 @@ class EnqueueSerializer(serializers.Serializer[dict[str, Any]]):
     countdown = serializers.FloatField(required=False, min_value=0)
     idempotency_key = serializers.CharField(required=False, max_length=255)
 
-    def validate_idempotency_key(self, value: str) -> str:
-        raise serializers.ValidationError("idempotency keys are not supported yet (issue 10); omit the field")
-
 
 class DeadLetterListSerializer(serializers.ModelSerializer[DeadLetter]):
     args = MaskedJSONField(read_only=True)
@@ -48,8 +45,9 @@ class DeadLetterListSerializer(serializers.ModelSerializer[DeadLetter]):
     class Meta:
         model = DeadLetter
         fields = ("id", "task_id", "task_name", "queue", "status", "reason", "exception_type", "exception_message",
-                  "args", "kwargs", "retries", "requeue_count", "last_requeued_task_id", "fingerprint",
-                  "first_failed_at", "last_failed_at", "version", "created_at", "updated_at")
+                  "args", "kwargs", "retries", "requeue_count", "last_requeued_task_id", "auto_requeue_count",
+                  "last_auto_requeued_at", "fingerprint", "first_failed_at", "last_failed_at", "version",
+                  "created_at", "updated_at")
         read_only_fields = fields
 
 
@@ -114,3 +112,28 @@ class GroupSerializer(serializers.Serializer[dict[str, Any]]):
     count = serializers.IntegerField()
     first_seen = serializers.DateTimeField()
     last_seen = serializers.DateTimeField()
+
+
+class ReprocessPolicySerializer(serializers.ModelSerializer[ReprocessPolicy]):
+    reasons = serializers.ListField(child=serializers.ChoiceField(choices=DeathReason.choices), required=False,
+                                    max_length=20)
+    exception_types = serializers.ListField(child=serializers.CharField(max_length=255), required=False, max_length=50)
+    backoff_factor = serializers.FloatField(min_value=1.0, max_value=100.0, required=False)
+    cooldown_seconds = serializers.IntegerField(min_value=0, max_value=30 * 86400, required=False)
+    max_auto_requeues = serializers.IntegerField(min_value=0, max_value=1000, required=False)
+    circuit_max_failures_per_minute = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+
+    class Meta:
+        model = ReprocessPolicy
+        fields = ("id", "task_name", "reasons", "exception_types", "cooldown_seconds", "backoff_factor",
+                  "max_auto_requeues", "circuit_max_failures_per_minute", "enabled", "created_at", "updated_at")
+        read_only_fields = ("id", "created_at", "updated_at")
+
+    def validate_task_name(self, value: str) -> str:
+        from tasks.registry import get_task
+
+        try:
+            get_task(value)
+        except Exception:
+            raise serializers.ValidationError("not a registered task") from None
+        return value

@@ -6,6 +6,7 @@ from dashboard.api import views
 router = DefaultRouter(trailing_slash=True)
 router.register("dead-letters", views.DeadLetterViewSet, basename="dead-letter")
 router.register("redrive-jobs", views.RedriveJobViewSet, basename="redrive-job")
+router.register("reprocess-policies", views.ReprocessPolicyViewSet, basename="reprocess-policy")
 
 urlpatterns = [
     path("groups/", views.GroupListView.as_view(), name="api-groups"),

@@ -12,12 +12,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from dashboard.api import serializers as s
+from dashboard.api.errors import error_response
 from dashboard.api.filters import DeadLetterFilter, filters_from_query
 from dashboard.permissions import RolePermission, has_role
 from dlq import exports, selectors, services
 from dlq.errors import ValidationFailed
 from dlq.models import Role
-from tasks.enqueue import enqueue
+from tasks.backpressure import QueueFull
+from tasks.enqueue import enqueue_once
 from tasks.registry import bind_arguments, enqueueable_tasks, get_enqueueable_task, get_task, task_signature
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
@@ -212,6 +214,35 @@ class TaskEnqueueView(APIView):
         else:
             task = get_enqueueable_task(data["task"])
         bind_arguments(task, data["args"], data["kwargs"])
-        task_id = enqueue(task, args=data["args"], kwargs=data["kwargs"],
-                          queue=data.get("queue"), countdown=data.get("countdown"))
-        return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
+        try:
+            task_id, published = enqueue_once(task, args=data["args"], kwargs=data["kwargs"], queue=data.get("queue"),
+                                              countdown=data.get("countdown"), idempotency_key=data.get("idempotency_key"))
+        except QueueFull as exc:
+            return error_response("queue_full", str(exc), status.HTTP_429_TOO_MANY_REQUESTS,
+                                  headers={"Retry-After": str(exc.retry_after)})
+        return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED if published else status.HTTP_200_OK)
+
+
+class ReprocessPolicyViewSet(viewsets.ModelViewSet):  # type: ignore[type-arg]
+    """Automatic reprocessing policies: viewers read, admins write."""
+
+    permission_classes = [RolePermission]
+    serializer_class = s.ReprocessPolicySerializer
+    write_role = Role.ADMIN
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> Any:
+        return selectors.reprocess_policy_list()
+
+    def get_object(self) -> Any:
+        return selectors.reprocess_policy_get(id=self.kwargs["pk"])
+
+    def perform_create(self, serializer: Any) -> None:
+        serializer.instance = services.reprocess_policy_save(actor=actor(self.request), data=serializer.validated_data)
+
+    def perform_update(self, serializer: Any) -> None:
+        serializer.instance = services.reprocess_policy_save(actor=actor(self.request), data=serializer.validated_data,
+                                                             policy_id=serializer.instance.pk)
+
+    def perform_destroy(self, instance: Any) -> None:
+        services.reprocess_policy_delete(actor=actor(self.request), policy_id=instance.pk)

@@ -1,0 +1,246 @@
+"""Self-healing and safe producers: reprocess policies, idempotency keys, idempotent
+effects, backpressure. Real worker processes; the "dependency" is a local HTTP server."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from dlq.models import DeadLetter, DeadLetterEvent, ReprocessPolicy, Role
+from taskplatform.embedded import free_port
+from tests.workers import wait_for
+
+pytestmark = pytest.mark.worker
+
+
+class Dependency:
+    """A remote service the test stops and starts."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/status"
+
+    def start(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+@pytest.fixture
+def dependency() -> Iterator[Dependency]:
+    dep = Dependency()
+    yield dep
+    dep.stop()
+
+
+def dead_count(task_ids: list[str], **filters: Any) -> int:
+    return DeadLetter.objects.filter(task_id__in=task_ids, **filters).count()
+
+
+def test_policy_heals_after_the_dependency_comes_back(live_worker: Any, dependency: Dependency) -> None:
+    from dlq.services import reprocess_policies_apply
+    from tasks.examples import call_dependency
+
+    ReprocessPolicy.objects.create(task_name="tasks.examples.call_dependency", reasons=["max_retries_exceeded"],
+                                   cooldown_seconds=5, backoff_factor=2, max_auto_requeues=3,
+                                   circuit_max_failures_per_minute=2)
+    ids = [call_dependency.apply_async([dependency.url]).id for _ in range(4)]  # the dependency is down
+    wait_for(lambda: dead_count(ids) == 4, timeout=60, message="four dead letters")
+
+    # Within the cool-down nothing happens; after it, the circuit holds them: 4 failures in
+    # the last minute is more than the policy's 2.
+    assert reprocess_policies_apply()["requeued"] == 0
+    held = reprocess_policies_apply(now=timezone.now() + timedelta(seconds=6))
+    assert held["requeued"] == 0 and held["held_by_circuit"] == 4
+
+    # A minute later the circuit closes; the dependency is still down: they die again, and
+    # the circuit holds them again.
+    later = timezone.now() + timedelta(seconds=61)
+    assert reprocess_policies_apply(now=later)["requeued"] == 4
+    wait_for(lambda: dead_count(ids, status="dead", auto_requeue_count=1) == 4, timeout=60, message="failed again")
+    assert reprocess_policies_apply(now=timezone.now() + timedelta(seconds=11))["held_by_circuit"] == 4
+
+    dependency.start()  # the dependency is back
+    assert reprocess_policies_apply(now=timezone.now() + timedelta(seconds=61 + 11))["requeued"] == 4
+    wait_for(lambda: dead_count(ids, status="resolved") == 4, timeout=60, message="all healed")
+    rows = DeadLetter.objects.filter(task_id__in=ids)
+    assert all(r.auto_requeue_count == 2 and r.last_auto_requeued_at for r in rows)
+    events = DeadLetterEvent.objects.filter(dead_letter__in=rows, action="requeue")
+    assert events.count() == 8 and set(events.values_list("actor", flat=True)) == {"system"}
+    assert all("reprocess policy" in e.reason for e in events)
+
+
+def test_cool_down_grows_with_each_automatic_requeue(transactional_db: Any) -> None:
+    from dlq.services import reprocess_policies_apply
+    from tasks.redis import redis_client
+    from tests.factories import DeadLetterFactory
+
+    queue = f"cool-{uuid.uuid4().hex[:6]}"
+    ReprocessPolicy.objects.create(task_name="tasks.demo.add", cooldown_seconds=5, backoff_factor=2, max_auto_requeues=5,
+                                   circuit_max_failures_per_minute=100)
+    now = timezone.now()
+    first = DeadLetterFactory(queue=queue, auto_requeue_count=0, last_failed_at=now - timedelta(seconds=6))
+    second = DeadLetterFactory(queue=queue, auto_requeue_count=2, last_failed_at=now - timedelta(seconds=15))  # needs 20 s
+    third = DeadLetterFactory(queue=queue, auto_requeue_count=2, last_failed_at=now - timedelta(seconds=21))
+    assert reprocess_policies_apply(now=now)["requeued"] == 2
+    statuses = dict(DeadLetter.objects.values_list("pk", "status"))
+    assert statuses == {first.pk: "requeued", second.pk: "dead", third.pk: "requeued"}
+    assert redis_client().llen(queue) == 2
+    redis_client().delete(queue)
+
+
+def test_policy_cap_leaves_the_rest_for_a_person(live_worker: Any, dependency: Dependency) -> None:
+    from dlq.services import reprocess_policies_apply
+    from tasks.examples import call_dependency
+
+    ReprocessPolicy.objects.create(task_name="tasks.examples.call_dependency", cooldown_seconds=0, backoff_factor=1,
+                                   max_auto_requeues=1, circuit_max_failures_per_minute=100)
+    task_id = call_dependency.apply_async([dependency.url]).id
+    wait_for(lambda: dead_count([task_id]) == 1, timeout=60, message="dead letter")
+    assert reprocess_policies_apply()["requeued"] == 1
+    wait_for(lambda: dead_count([task_id], status="dead", auto_requeue_count=1) == 1, timeout=60, message="dead again")
+    result = reprocess_policies_apply(now=timezone.now() + timedelta(minutes=5))
+    assert result["requeued"] == 0 and result["exhausted"] == 1
+    assert reprocess_policies_apply(now=timezone.now() + timedelta(minutes=10))["exhausted"] == 0  # noted once
+    row = DeadLetter.objects.get(task_id=task_id)
+    assert row.status == "dead" and row.auto_requeue_count == 1
+    note = DeadLetterEvent.objects.get(dead_letter=row, action="auto_requeue_exhausted")
+    assert note.actor == "system" and "needs a person" in note.reason
+
+
+def test_two_enqueues_with_one_key_give_one_task(transactional_db: Any, api_client_for: Any) -> None:
+    from tasks.redis import redis_client
+
+    queue = f"idem-{uuid.uuid4().hex[:6]}"
+    client: APIClient = api_client_for(Role.OPERATOR)
+    body = {"task": "tasks.demo.add", "args": [1, 2], "queue": queue, "idempotency_key": "order-42"}
+    first = client.post("/api/v1/tasks/enqueue/", body, format="json")
+    second = client.post("/api/v1/tasks/enqueue/", body, format="json")
+    assert first.status_code == 202 and second.status_code == 200
+    assert first.json()["task_id"] == second.json()["task_id"]
+    assert redis_client().llen(queue) == 1
+    # Another key publishes again; an expired key may be reused.
+    assert client.post("/api/v1/tasks/enqueue/", {**body, "idempotency_key": "order-43"}, format="json").status_code == 202
+    from dlq.models import IdempotencyKey
+
+    IdempotencyKey.objects.filter(key="order-42").update(expires_at=timezone.now() - timedelta(seconds=1))
+    third = client.post("/api/v1/tasks/enqueue/", body, format="json")
+    assert third.status_code == 202 and third.json()["task_id"] != first.json()["task_id"]
+    assert redis_client().llen(queue) == 3
+    redis_client().delete(queue)
+
+
+def test_concurrent_enqueues_with_one_key_publish_once(transactional_db: Any) -> None:
+    from django.db import connection
+
+    from tasks.enqueue import enqueue_once
+    from tasks.redis import redis_client
+
+    queue = f"idem-{uuid.uuid4().hex[:6]}"
+    barrier = threading.Barrier(10)
+    results: list[tuple[str, bool]] = []
+
+    def go() -> None:
+        barrier.wait()
+        results.append(enqueue_once("tasks.demo.add", args=[1, 1], queue=queue, idempotency_key="same-key"))
+        connection.close()
+
+    threads = [threading.Thread(target=go) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({tid for tid, _ in results}) == 1 and sum(published for _, published in results) == 1
+    assert redis_client().llen(queue) == 1
+    redis_client().delete(queue)
+
+
+def test_a_redelivered_idempotent_task_does_its_effect_once(live_worker: Any) -> None:
+    from django_celery_results.models import TaskResult
+
+    from tasks.examples import charge_order
+    from tasks.models import LedgerEntry
+
+    order = uuid.uuid4().hex
+    # The first run commits the charge and then its process is killed before the ack:
+    # the message comes back (late acks) and the second run must not charge again.
+    result = charge_order.apply_async([order, 1999], {"crash_after_charge": True})
+    done = wait_for(lambda: TaskResult.objects.filter(task_id=result.id, status="SUCCESS").first(), timeout=60,
+                    message="the redelivered run")
+    assert done.result == '"already charged"'
+    assert LedgerEntry.objects.filter(order_id=order).count() == 1
+    assert not DeadLetter.objects.filter(task_id=result.id).exists()
+
+
+def test_a_queue_over_its_mark_gets_429_and_recovers_when_drained(transactional_db: Any, api_client_for: Any,
+                                                                  settings: Any) -> None:
+    from tasks.backpressure import QueueFull
+    from tasks.enqueue import enqueue
+    from tasks.redis import redis_client
+
+    queue = f"bp-{uuid.uuid4().hex[:6]}"
+    settings.QUEUE_HIGH_WATER_MARKS = {queue: 3}
+    client: APIClient = api_client_for(Role.OPERATOR)
+    body = {"task": "tasks.demo.add", "args": [1, 2], "queue": queue}
+    for _ in range(3):
+        assert client.post("/api/v1/tasks/enqueue/", body, format="json").status_code == 202
+        time.sleep(1.1)  # the depth is cached for a second
+    response = client.post("/api/v1/tasks/enqueue/", body, format="json")
+    assert response.status_code == 429 and int(response["Retry-After"]) >= 1
+    assert response.json()["error"]["code"] == "queue_full"
+    with pytest.raises(QueueFull):
+        enqueue("tasks.demo.add", args=[1, 2], queue=queue)
+    assert redis_client().llen(queue) == 3
+    redis_client().delete(queue)  # drained
+    time.sleep(1.1)
+    assert client.post("/api/v1/tasks/enqueue/", body, format="json").status_code == 202
+    redis_client().delete(queue)
+
+
+def test_bulk_redrive_pauses_at_the_mark_instead_of_flooding(transactional_db: Any, settings: Any, monkeypatch: Any) -> None:
+    from dlq import services
+    from tasks.redis import redis_client
+    from tests.factories import DeadLetterFactory
+
+    queue = f"bp-{uuid.uuid4().hex[:6]}"
+    settings.QUEUE_HIGH_WATER_MARKS = {queue: 5}
+    monkeypatch.setattr(services, "_start_job_task", lambda job_id: None)  # the test runs the job itself
+    DeadLetterFactory.create_batch(8, queue=queue)
+    job = services.dead_letters_bulk_start(actor="ops", action="requeue", reason="r", filters={"queue": queue})
+    pauses: list[float] = []
+
+    def drain_while_paused(seconds: float) -> None:
+        pauses.append(seconds)
+        redis_client().delete(queue)  # a worker drains the queue meanwhile
+        time.sleep(1.1)
+
+    finished = services.redrive_job_run(job_id=job.pk, batch_size=5, sleep=drain_while_paused)
+    assert finished is not None and finished.status == "finished" and finished.done == 8
+    assert pauses, "the job should have paused at the mark"
+    assert redis_client().llen(queue) <= 5
+    redis_client().delete(queue)
