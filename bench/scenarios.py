@@ -188,11 +188,12 @@ def seed_dead_letters(n: int, *, task_name: str | None = None, queue: str = "cel
     status = ("CASE WHEN i %% 20 < 3 THEN 'dead' WHEN i %% 20 = 3 THEN 'discarded' ELSE 'resolved' END"
               if status_mix else "'dead'")
     params = [task_name] if task_name else []
+    extra_cols, extra_params = _other_required_columns()
     sql(f"""
         INSERT INTO dlq_deadletter (task_id, task_name, queue, routing_key, args, kwargs, headers, options,
             content_type, content_encoding, exception_type, exception_message, traceback, reason, attempts,
             retries, first_failed_at, last_failed_at, fingerprint, status, requeue_count,
-            last_requeued_task_id, version, created_at, updated_at)
+            last_requeued_task_id, version, created_at, updated_at{"".join(", " + c for c in extra_cols)})
         SELECT md5(i::text || clock_timestamp()::text), {name}, %s, %s,
             jsonb_build_array(i, 'sku-' || (i %% 5000)), '{{}}'::jsonb, '{{}}'::jsonb, '{{}}'::jsonb, '', '',
             'bench.Error' || (i %% 20),
@@ -200,9 +201,38 @@ def seed_dead_letters(n: int, *, task_name: str | None = None, queue: str = "cel
             'Traceback (most recent call last):' || chr(10) || '  File "billing.py", line ' || (i %% 400)
                 || ', in charge' || chr(10) || 'bench.Error' || (i %% 20) || ': gateway timeout',
             'non_retryable', '[]'::jsonb, 0, now() - make_interval(secs => i), now() - make_interval(secs => i),
-            md5('fp' || (i %% 20)), {status}, 0, '', 1, now(), now()
+            md5('fp' || (i %% 20)), {status}, 0, '', 1, now(), now(){", %s" * len(extra_cols)}
         FROM generate_series(1, %s) AS i
-    """, [*params, queue, queue, n])
+    """, [*params, queue, queue, *extra_params, n])
+
+
+SEEDED = {"id", "task_id", "task_name", "queue", "routing_key", "args", "kwargs", "headers", "options", "content_type",
+          "content_encoding", "exception_type", "exception_message", "traceback", "reason", "attempts", "retries",
+          "first_failed_at", "last_failed_at", "fingerprint", "status", "requeue_count", "last_requeued_task_id",
+          "version", "created_at", "updated_at", "search", "raw_body"}
+
+
+def _other_required_columns() -> tuple[list[str], list[Any]]:
+    """NOT NULL columns added to the model since this seed was written, with their model
+    defaults (Django keeps defaults in Python, not in the table)."""
+    from dlq.models import DeadLetter
+
+    by_column = {f.column: f for f in DeadLetter._meta.concrete_fields}
+    cols, values = [], []
+    for (column,) in sql("SELECT column_name FROM information_schema.columns WHERE table_name = 'dlq_deadletter' "
+                         "AND is_nullable = 'NO' AND column_default IS NULL AND is_generated = 'NEVER'"):
+        if column in SEEDED or column not in by_column:
+            continue
+        field = by_column[column]
+        cols.append(column)
+        values.append(field.get_db_prep_save(field.get_default(), connection=_connection()))
+    return cols, values
+
+
+def _connection() -> Any:
+    from django.db import connection
+
+    return connection
 
 
 @dataclass

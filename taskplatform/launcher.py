@@ -1,4 +1,4 @@
-"""What ``./dev`` runs once the virtualenv is ready: ``up``, ``test``, ``manage`` and ``chaos``.
+"""What ``./dev`` runs once the virtualenv is ready: ``up``, ``test``, ``manage``, ``chaos`` and ``bench``.
 
 ``up`` runs web (:8000), one worker, beat and Flower (:5555) in the foreground; Ctrl-C stops
 every process it started (the apps first, then the embedded services it started).
@@ -114,6 +114,13 @@ def cmd_manage(services: Services, args: argparse.Namespace) -> int:
     return manage(child_env(services.env), *args.rest, check=False)
 
 
+def cmd_bench(services: Services, args: argparse.Namespace) -> int:
+    """The benchmarks (bench/run.py) on the same servers as ``./dev test``: they create their
+    own database (``<name>_bench``) and use Redis database 5 there, so nothing else is touched."""
+    env = child_env(services.env)
+    return subprocess.run([PYTHON, "-m", "bench.run", *args.rest], cwd=BASE_DIR, env=env).returncode
+
+
 def cmd_chaos(rest: list[str]) -> int:
     """The chaos harness (tests/chaos): it starts its own Postgres, Redis and workers on free
     ports, so it needs none of the services above."""
@@ -135,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     man.add_argument("rest", nargs=argparse.REMAINDER)
     chaos = sub.add_parser("chaos", help="the chaos harness: own services, faults, accounting table")
     chaos.add_argument("rest", nargs=argparse.REMAINDER)
+    bench = sub.add_parser("bench", help="benchmarks against plain Celery: python -m bench.run [--quick] ...")
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "chaos":
         # `./dev chaos [--tasks N] [--scenarios F1,F2] ...`: no embedded services needed.
         return cmd_chaos(argv[1:])
-    if argv and argv[0] in ("test", "manage"):
+    if argv and argv[0] in ("test", "manage", "bench"):
         # Everything after the command goes to pytest / manage.py untouched (options too).
         args = argparse.Namespace(command=argv[0], rest=argv[1:])
     else:
@@ -148,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     services = Services(BASE_DIR)
     try:
         services.start()
-        handler = {"up": cmd_up, "test": cmd_test, "manage": cmd_manage}[args.command]
+        handler = {"up": cmd_up, "test": cmd_test, "manage": cmd_manage, "bench": cmd_bench}[args.command]
         return handler(services, args)
     finally:
         services.close()
