@@ -77,6 +77,7 @@ def base_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
         "can_operate": allowed(request, Role.OPERATOR),
         "can_admin": allowed(request, Role.ADMIN),
         "flower_url": settings.FLOWER_URL,
+        "bulk_actions": BulkAction.choices,
         **extra,
     }
 
@@ -157,7 +158,7 @@ def _paged(request: HttpRequest, filters: dict[str, str]) -> dict[str, Any]:
 def dead_letter_list(request: HttpRequest) -> HttpResponse:
     form = SearchForm(request.GET)
     filters = form.filters()
-    context = base_context(request, form=form, bulk_actions=BulkAction.choices, rows=[], chips=[], filters=filters)
+    context = base_context(request, form=form, rows=[], chips=[], filters=filters)
     try:
         context.update(_paged(request, filters))
     except ServiceError as exc:

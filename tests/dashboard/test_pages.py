@@ -288,6 +288,7 @@ def test_group_page_lists_the_fingerprint_and_offers_group_actions_to_admins(log
     page = client.get(f"/dashboard/groups/{same[0].fingerprint}/")
     assert page.status_code == 200 and {r.pk for r in page.context["rows"]} == {r.pk for r in same}
     assert b"Requeue the whole group" in page.content and b"Discard the whole group" in page.content
+    assert b'<option value="discard">Discard</option>' in page.content  # the bulk bar, as on the list
     groups = client.get("/dashboard/groups/")
     assert [g["count"] for g in groups.context["groups"]] == [3, 1]
     assert client.get("/dashboard/groups/nope/").status_code == 404
