@@ -10,10 +10,7 @@ bounded count. The search box is the API's full text (``q``), or an exact task i
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from django import forms
@@ -32,7 +29,7 @@ from dashboard.permissions import has_role
 from dlq import exports, services
 from dlq.errors import ServiceError
 from dlq.masking import mask
-from dlq.models import Alert, DeadLetter, DeadLetterEvent, RedriveJob, Role
+from dlq.models import Alert, DeadLetter, DeadLetterEvent, RedriveJob, ReprocessPolicy, Role
 from dlq.selectors import dead_letter_filter
 
 MAX_ACTION_ROWS = 1000  # more than this: use a bulk redrive job (dashboard or API)
@@ -80,29 +77,6 @@ class ActionForm(forms.Form):
     reason = forms.CharField(required=False, max_length=2000, label="Reason",
                              widget=forms.TextInput(attrs={"size": 60}))
     format = forms.ChoiceField(required=False, choices=[(f, f.upper()) for f in exports.FORMATS], label="Format")
-
-
-def _export_stream(queryset: QuerySet[DeadLetter], fmt: str) -> Iterator[str]:
-    """The selected rows in the API's export format (secrets masked), streamed."""
-    rows = queryset.only(*exports.EXPORT_FIELDS).order_by("-last_failed_at", "-id").iterator(chunk_size=1000)
-    if fmt == "json":
-        yield "["
-        for n, row in enumerate(rows):
-            yield ("," if n else "") + "\n" + json.dumps(exports.export_record(row), ensure_ascii=False)
-        yield "\n]\n"
-        return
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=exports.EXPORT_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        record = exports.export_record(row)
-        record["args"], record["kwargs"] = json.dumps(record["args"]), json.dumps(record["kwargs"])
-        writer.writerow(record)
-        if buffer.tell() > 64_000:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
 
 
 class DeadLetterEventInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -267,7 +241,7 @@ class DeadLetterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         form = ActionForm(request.POST if request.POST.get("post") == "yes" else None)
         if form.is_bound and form.is_valid():
             fmt = form.cleaned_data["format"] or "csv"
-            response = StreamingHttpResponse(_export_stream(queryset, fmt),
+            response = StreamingHttpResponse(exports.export_stream(queryset, fmt),
                                              content_type="text/csv" if fmt == "csv" else "application/json")
             response["Content-Disposition"] = f'attachment; filename="dead-letters.{fmt}"'
             return response
@@ -300,12 +274,6 @@ class RedriveJobAdmin(RoleViewMixin, admin.ModelAdmin):  # type: ignore[type-arg
     list_filter = ("status", "action")
     readonly_fields = [f.name for f in RedriveJob._meta.fields]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(Alert)
 class AlertAdmin(RoleViewMixin, admin.ModelAdmin):  # type: ignore[type-arg]
@@ -313,8 +281,24 @@ class AlertAdmin(RoleViewMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ("status", "kind")
     readonly_fields = [f.name for f in Alert._meta.fields]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+
+@admin.register(ReprocessPolicy)
+class ReprocessPolicyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Viewers read, admins edit (model permissions of the role groups); saved through the service."""
+
+    list_display = ("task_name", "enabled", "reasons", "exception_types", "cooldown_seconds", "backoff_factor",
+                    "max_auto_requeues", "circuit_max_failures_per_minute", "updated_at")
+    list_filter = ("enabled",)
+    search_fields = ("task_name",)
+
+    def save_model(self, request: HttpRequest, obj: ReprocessPolicy, form: Any, change: bool) -> None:
+        data = {f: form.cleaned_data[f] for f in form.cleaned_data}
+        saved = services.reprocess_policy_save(actor=request.user.get_username(), data=data,
+                                               policy_id=obj.pk if change else None)
+        obj.pk = saved.pk
+
+    def delete_model(self, request: HttpRequest, obj: ReprocessPolicy) -> None:
+        services.reprocess_policy_delete(actor=request.user.get_username(), policy_id=obj.pk)
 
 
 # Beat's schedules: django-celery-beat's own admin, except that "Run selected tasks" goes

@@ -7,6 +7,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from django.db.models import QuerySet
+
 from dlq.masking import mask
 from dlq.models import DeadLetter
 from dlq.selectors import dead_letter_list
@@ -27,24 +29,27 @@ def export_record(row: DeadLetter) -> dict[str, Any]:
 
 
 def export_dead_letters(*, filters: dict[str, Any] | None, fmt: str) -> Iterator[str]:
-    """Yield the export in chunks; the query streams with a server-side cursor."""
-    qs = dead_letter_list(filters=filters).only(*EXPORT_FIELDS).iterator(chunk_size=2000)
+    """The dead letters matching ``filters``, newest first, streamed."""
+    return export_stream(dead_letter_list(filters=filters), fmt)
+
+
+def export_stream(queryset: QuerySet[DeadLetter], fmt: str) -> Iterator[str]:
+    """Yield ``queryset`` as CSV or JSON in chunks; the query streams with a server-side cursor."""
+    rows = queryset.only(*EXPORT_FIELDS).order_by("-last_failed_at", "-id").iterator(chunk_size=2000)
     if fmt == "json":
         yield "["
-        first = True
-        for row in qs:
-            yield ("" if first else ",") + "\n" + json.dumps(export_record(row), ensure_ascii=False)
-            first = False
+        for n, row in enumerate(rows):
+            yield ("," if n else "") + "\n" + json.dumps(export_record(row), ensure_ascii=False)
         yield "\n]\n"
         return
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    for n, row in enumerate(qs, start=1):
+    for row in rows:
         record = export_record(row)
         record["args"], record["kwargs"] = json.dumps(record["args"]), json.dumps(record["kwargs"])
         writer.writerow(record)
-        if n % 500 == 0:
+        if buffer.tell() > 64_000:
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()

@@ -1,11 +1,11 @@
 """Prometheus metrics at ``/metrics``.
 
 Gauges are read at scrape time from Postgres and Redis (dead letters by status/reason/task,
-spool size, redrive progress, open alerts). Counters happen in worker processes on many
-hosts, so they are kept in one Redis hash (``metrics:counters``) rather than per process:
-captures, requeues and capture errors are incremented where they happen; task outcomes are
-counted in-process by a ``task_postrun`` receiver and flushed to Redis at most once a
-second, so the success path costs no network round trip per task.
+spool size, redrive progress, open alerts, queue depths). Counters happen in worker
+processes on many hosts, so they are summed in one Redis hash (``metrics:counters``) rather
+than kept per process: captures, requeues, capture errors and task outcomes (a
+``task_postrun`` receiver) are counted in-process and flushed to Redis once a second by a
+thread, so neither the success path nor a capture pays a network round trip for them.
 """
 from __future__ import annotations
 
@@ -28,17 +28,12 @@ SEP = "\x1f"
 
 
 def incr(*parts: str, amount: int = 1) -> None:
-    """Best effort: metrics never break the path they measure."""
-    try:
-        from tasks.redis import redis_client
-
-        redis_client().hincrby(COUNTERS_KEY, SEP.join(parts), amount)
-    except Exception:
-        logger.debug("metrics.incr_failed", exc_info=True)
+    """Count an event (buffered; best effort: metrics never break the path they measure)."""
+    counters.add(SEP.join(parts), amount)
 
 
-class OutcomeBuffer:
-    """Task outcomes counted in this process, flushed to Redis in one pipeline per second."""
+class CounterBuffer:
+    """Counters of this process, flushed to Redis in one pipeline per second."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -46,9 +41,9 @@ class OutcomeBuffer:
         self.lock = threading.Lock()
         self.flusher_pid: int | None = None
 
-    def add(self, task_name: str, state: str) -> None:
+    def add(self, field: str, amount: int = 1) -> None:
         with self.lock:
-            self.counts[SEP.join(("task", task_name, state))] += 1
+            self.counts[field] += amount
         if self.flusher_pid != os.getpid():
             # One flusher thread per (pool child) process, so an idle worker still reports.
             self.flusher_pid = os.getpid()
@@ -76,16 +71,16 @@ class OutcomeBuffer:
             logger.debug("metrics.flush_failed", exc_info=True)
 
 
-outcomes = OutcomeBuffer()
+counters = CounterBuffer()
 
 
 def on_task_postrun(sender: Any = None, task: Any = None, state: str | None = None, **kwargs: Any) -> None:
     if task is not None and state:
-        outcomes.add(task.name, state)
+        incr("task", task.name, state)
 
 
 def on_process_shutdown(**kwargs: Any) -> None:
-    outcomes.flush()
+    counters.flush()
 
 
 class PlatformCollector(Collector):
@@ -113,6 +108,22 @@ class PlatformCollector(Collector):
             for kind in ("total", "done", "failed"):
                 jobs.add_metric([str(job.pk), job.action, kind], getattr(job, kind))
         yield jobs
+
+        from django.conf import settings
+
+        from tasks.backpressure import high_water_mark, queue_depth
+
+        depth = GaugeMetricFamily("taskplatform_queue_depth", "Messages waiting in a queue (read at most once a second).",
+                                  labels=["queue"])
+        mark = GaugeMetricFamily("taskplatform_queue_high_water_mark", "Backpressure threshold of a queue.", labels=["queue"])
+        for queue in sorted({settings.CELERY_TASK_DEFAULT_QUEUE, *settings.QUEUE_HIGH_WATER_MARKS}):
+            try:
+                depth.add_metric([queue], queue_depth(queue))
+            except Exception:
+                logger.debug("metrics.queue_depth_failed queue=%s", queue, exc_info=True)
+            mark.add_metric([queue], high_water_mark(queue))
+        yield depth
+        yield mark
 
         alerts = GaugeMetricFamily("taskplatform_alerts_open", "Open alerts by kind.", labels=["kind"])
         for kind, n in Alert.objects.filter(status=AlertStatus.OPEN).values_list("kind").annotate(n=Count("id")).order_by():

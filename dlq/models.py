@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
-from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
-from django.db.models.functions import Cast
 
 
 class DeadLetterStatus(models.TextChoices):
@@ -60,15 +59,11 @@ class DeadLetter(models.Model):
     last_auto_requeued_at = models.DateTimeField(null=True, blank=True, help_text="Last automatic requeue.")
     created_at = models.DateTimeField(auto_now_add=True, help_text="When the dead letter was recorded.")
     updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
-    search = models.GeneratedField(
-        expression=SearchVector(
-            "task_name", "exception_type", "exception_message", "traceback",
-            Cast("args", models.TextField()), Cast("kwargs", models.TextField()), config="simple",
-        ),
-        output_field=SearchVectorField(),
-        db_persist=True,
-        help_text="Full-text vector over message, traceback and arguments (the `q` filter).",
-    )
+    # Maintained by a trigger (migration 0005), recomputed only when one of its source columns
+    # is written: a stored generated column would be recomputed on every status update, which
+    # made bulk requeues several times slower.
+    search = SearchVectorField(null=True, editable=False,
+                               help_text="Full-text vector over task, exception, message, traceback and arguments.")
 
     class Meta:
         ordering = ("-last_failed_at", "-id")

@@ -7,12 +7,14 @@ from django.contrib.auth.models import Group, Permission
 from dlq.models import Role
 
 VIEWER_PERMS = [
-    "dlq.view_deadletter", "dlq.view_deadletterevent",
+    "dlq.view_deadletter", "dlq.view_deadletterevent", "dlq.view_redrivejob", "dlq.view_alert",
+    "dlq.view_reprocesspolicy",
     "django_celery_results.view_taskresult", "django_celery_beat.view_periodictask",
 ]
 OPERATOR_PERMS = [*VIEWER_PERMS, "dlq.change_deadletter"]
 ADMIN_PERMS = [
     *OPERATOR_PERMS,
+    "dlq.add_reprocesspolicy", "dlq.change_reprocesspolicy", "dlq.delete_reprocesspolicy",
     "django_celery_beat.add_periodictask", "django_celery_beat.change_periodictask",
     "django_celery_beat.delete_periodictask", "django_celery_beat.view_intervalschedule",
     "django_celery_beat.add_intervalschedule", "django_celery_beat.view_crontabschedule",

@@ -160,27 +160,34 @@ def failure_groups(*, filters: dict[str, Any] | None = None, limit: int = 200) -
     return list(rows)
 
 
-def dead_letter_stats(*, hours: int = 48) -> dict[str, Any]:
-    by_status = dict(DeadLetter.objects.values_list("status").annotate(n=Count("id")).order_by())
-    by_reason = dict(DeadLetter.objects.values_list("reason").annotate(n=Count("id")).order_by())
-    by_task = dict(
-        DeadLetter.objects.values_list("task_name").annotate(n=Count("id")).order_by("-n")[:50]
-    )
+def _status_reason_counts() -> tuple[dict[str, int], dict[str, int]]:
+    """Counts by status and by reason, from one grouped query."""
+    by_status: dict[str, int] = {}
+    by_reason: dict[str, int] = {}
+    for status, reason, n in DeadLetter.objects.values_list("status", "reason").annotate(n=Count("id")).order_by():
+        by_status[status] = by_status.get(status, 0) + n
+        by_reason[reason] = by_reason.get(reason, 0) + n
+    return by_status, by_reason
+
+
+def _per_hour(hours: int) -> list[dict[str, Any]]:
+    """Dead letters recorded per hour over the last ``hours`` hours (zeros included)."""
     now = timezone.now().replace(minute=0, second=0, microsecond=0)
     since = now - timedelta(hours=hours - 1)
     counted = dict(
         DeadLetter.objects.filter(created_at__gte=since).annotate(hour=TruncHour("created_at"))
         .values_list("hour").annotate(n=Count("id")).order_by()
     )
-    per_hour = [{"hour": (since + timedelta(hours=h)).isoformat(), "count": counted.get(since + timedelta(hours=h), 0)}
-                for h in range(hours)]
+    return [{"hour": since + timedelta(hours=h), "count": counted.get(since + timedelta(hours=h), 0)} for h in range(hours)]
+
+
+def dead_letter_stats(*, hours: int = 48) -> dict[str, Any]:
+    """The API's ``stats/``: totals by status, reason and task, and per hour."""
+    by_status, by_reason = _status_reason_counts()
+    by_task = dict(DeadLetter.objects.values_list("task_name").annotate(n=Count("id")).order_by("-n")[:50])
+    per_hour = [{"hour": p["hour"].isoformat(), "count": p["count"]} for p in _per_hour(hours)]
     return {"total": sum(by_status.values()), "by_status": by_status, "by_reason": by_reason,
             "by_task": by_task, "per_hour": per_hour}
-
-
-def dead_letter_counts() -> dict[str, dict[str, int]]:
-    stats = dead_letter_stats(hours=1)
-    return {"by_status": stats["by_status"], "by_reason": stats["by_reason"]}
 
 
 def redrive_job_list() -> QuerySet[RedriveJob]:
@@ -206,27 +213,15 @@ def alert_list(*, open_only: bool = True) -> QuerySet[Alert]:
 # --- Ops pages (dashboard) ----------------------------------------------------------------
 
 def dead_letter_overview(*, hours: int = 48, top_tasks: int = 10) -> dict[str, Any]:
-    """What the overview page shows, in three queries: counts by status and by reason (one
-    grouped query), the tasks with the most ``dead`` rows, and dead letters per hour."""
-    by_status: dict[str, int] = {}
-    by_reason: dict[str, int] = {}
-    for status, reason, n in DeadLetter.objects.values_list("status", "reason").annotate(n=Count("id")).order_by():
-        by_status[status] = by_status.get(status, 0) + n
-        by_reason[reason] = by_reason.get(reason, 0) + n
+    """What the overview page shows, in three queries: counts by status and by reason, the
+    tasks with the most ``dead`` rows, and dead letters per hour."""
+    by_status, by_reason = _status_reason_counts()
     failing_tasks = list(
         DeadLetter.objects.filter(status=DeadLetterStatus.DEAD).values("task_name")
         .annotate(count=Count("id"), last_seen=Max("last_failed_at")).order_by("-count", "task_name")[:top_tasks]
     )
-    now = timezone.now().replace(minute=0, second=0, microsecond=0)
-    since = now - timedelta(hours=hours - 1)
-    counted = dict(
-        DeadLetter.objects.filter(created_at__gte=since).annotate(hour=TruncHour("created_at"))
-        .values_list("hour").annotate(n=Count("id")).order_by()
-    )
-    per_hour = [{"hour": since + timedelta(hours=h), "count": counted.get(since + timedelta(hours=h), 0)}
-                for h in range(hours)]
     return {"total": sum(by_status.values()), "by_status": by_status, "by_reason": by_reason,
-            "failing_tasks": failing_tasks, "per_hour": per_hour}
+            "failing_tasks": failing_tasks, "per_hour": _per_hour(hours)}
 
 
 def redrive_job_active() -> QuerySet[RedriveJob]:

@@ -7,12 +7,14 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Max, Q, QuerySet
+from django.db.models.constants import OnConflict
 from django.utils import timezone
 
 from dlq.capture import DEAD_LETTER_HEADER, fingerprint
@@ -79,6 +81,12 @@ class CapturedFailure:
     dead_letter_id: int | None = None
 
 
+@cache
+def _capture_fields() -> list[Any]:
+    """The columns a capture writes (``search`` is filled by its trigger)."""
+    return [f for f in DeadLetter._meta.concrete_fields if not f.primary_key and f.name != "search"]
+
+
 def dead_letter_capture(*, failure: CapturedFailure) -> None:
     """Record a task that was given up on. Idempotent by task id: an upsert, never
     check-then-create. A requeued run (``dead_letter_id`` set) returns its row to ``dead``.
@@ -111,8 +119,9 @@ def dead_letter_capture(*, failure: CapturedFailure) -> None:
         fingerprint=fingerprint(failure.task_name, failure.exception_type, failure.exception_message),
     )
     # One INSERT ... ON CONFLICT (task_id) DO NOTHING: a second capture of the same task
-    # (hook and signal, redelivery, reconciler) changes nothing.
-    DeadLetter.objects.bulk_create([row], ignore_conflicts=True)
+    # (hook and signal, redelivery, reconciler) changes nothing. Sent as a single statement
+    # (bulk_create would wrap it in BEGIN/COMMIT: three round trips instead of one).
+    DeadLetter.objects._insert([row], fields=_capture_fields(), on_conflict=OnConflict.IGNORE)
     from dlq.metrics import incr
 
     incr("captured", failure.task_name, failure.reason)
@@ -535,28 +544,35 @@ def _job_batch(job: RedriveJob, size: int) -> int | None:
         job.status = locked.status
         return None
     eligible = ELIGIBLE[BulkAction(job.action)]
-    rows = list(DeadLetter.objects.select_for_update(of=("self",)).defer("search")
-                .filter(pk__in=ids, status__in=eligible).order_by("pk"))
-    events = []
-    pending: list[list[Any]] = []
+    # Lock and read only what the events need; no model instances (this is the hot loop of
+    # a 100k-row redrive).
+    rows = list(DeadLetter.objects.select_for_update(of=("self",)).filter(pk__in=ids, status__in=eligible)
+                .order_by("pk").values_list("pk", "status", "requeue_count", "queue"))
     to_status = {BulkAction.REQUEUE: DeadLetterStatus.REQUEUED, BulkAction.DISCARD: DeadLetterStatus.DISCARDED,
                  BulkAction.RESOLVE: DeadLetterStatus.RESOLVED}[BulkAction(job.action)]
-    for row in rows:
-        diff: dict[str, Any] = {"status": [row.status, to_status], "job": [None, job.pk]}
-        row.status = to_status
-        row.version += 1
+    events = []
+    pending: list[list[Any]] = []
+    for pk, status, requeue_count, queue in rows:
+        diff: dict[str, Any] = {"status": [status, to_status], "job": [None, job.pk]}
         if job.action == BulkAction.REQUEUE:
             new_task_id = str(uuid.uuid4())
-            diff["requeue_count"] = [row.requeue_count, row.requeue_count + 1]
+            diff["requeue_count"] = [requeue_count, requeue_count + 1]
             diff["task_id"] = [None, new_task_id]
-            if job.queue and job.queue != row.queue:
-                diff["queue"] = [row.queue, job.queue]
-            row.requeue_count += 1
-            row.last_requeued_task_id = new_task_id
-            pending.append([row.pk, new_task_id])
-        events.append(DeadLetterEvent(dead_letter=row, actor=job.actor, action=job.action, reason=job.reason, diff=diff))
-    DeadLetter.objects.bulk_update(rows, ["status", "version", "requeue_count", "last_requeued_task_id", "updated_at"]
-                                   if job.action == BulkAction.REQUEUE else ["status", "version", "updated_at"])
+            if job.queue and job.queue != queue:
+                diff["queue"] = [queue, job.queue]
+            pending.append([pk, new_task_id])
+        events.append(DeadLetterEvent(dead_letter_id=pk, actor=job.actor, action=job.action, reason=job.reason, diff=diff))
+    if job.action == BulkAction.REQUEUE and pending:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {DeadLetter._meta.db_table} AS d SET status = %s, version = d.version + 1, "
+                "requeue_count = d.requeue_count + 1, last_requeued_task_id = v.task_id, updated_at = now() "
+                "FROM unnest(%s::bigint[], %s::text[]) AS v(id, task_id) WHERE d.id = v.id",
+                [to_status, [p[0] for p in pending], [p[1] for p in pending]],
+            )
+    elif rows:
+        DeadLetter.objects.filter(pk__in=[r[0] for r in rows]).update(
+            status=to_status, version=F("version") + 1, updated_at=timezone.now())
     DeadLetterEvent.objects.bulk_create(events)
     locked.last_id = ids[-1]
     locked.done += len(rows)

@@ -175,6 +175,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "DeadLetterStatusEnum": "dlq.models.DeadLetterStatus",
         "RedriveJobStatusEnum": "dlq.models.RedriveJobStatus",
+        "DeathReasonEnum": "dlq.models.DeathReason",
     },
 }
 # Request bodies above this are refused with 413 before they are parsed.

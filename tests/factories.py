@@ -25,6 +25,6 @@ class DeadLetterFactory(factory.django.DjangoModelFactory):
     traceback = "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: boom"
     reason = "non_retryable"
     attempts = factory.LazyFunction(lambda: [{"number": 1, "at": timezone.now().isoformat(), "exception_type": "ValueError", "message": "boom", "worker": "w@h"}])
-    first_failed_at = factory.LazyFunction(timezone.now)
     last_failed_at = factory.Sequence(lambda n: timezone.now() - timedelta(seconds=10_000 - n))
+    first_failed_at = factory.LazyAttribute(lambda o: o.last_failed_at - timedelta(seconds=30))
     fingerprint = factory.LazyAttribute(lambda o: fingerprint(o.task_name, o.exception_type, o.exception_message))

@@ -13,7 +13,7 @@ from django.db import connection
 from kombu import Connection
 from rest_framework.test import APIClient
 
-from dlq.models import DeadLetter, DeadLetterEvent, DeadLetterStatus, RedriveJob, Role
+from dlq.models import DeadLetter, DeadLetterEvent, RedriveJob, Role
 from tests.factories import DeadLetterFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

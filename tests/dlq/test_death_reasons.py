@@ -123,11 +123,18 @@ def test_pickle_is_never_deserialised(live_worker: Any, tmp_path: Path) -> None:
 
 
 def test_capture_is_idempotent_by_task_id(transactional_db: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     from dlq.services import CapturedFailure, dead_letter_capture
 
     failure = CapturedFailure(task_id="same", task_name="tasks.demo.add", reason="non_retryable",
                               exception_type="ValueError", exception_message="x", args=[], kwargs={})
-    dead_letter_capture(failure=failure)
+    with CaptureQueriesContext(connection) as queries:
+        dead_letter_capture(failure=failure)
+    # Exactly one statement: INSERT ... ON CONFLICT DO NOTHING (no BEGIN/COMMIT around it).
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT"]
+    assert "ON CONFLICT DO NOTHING" in queries.captured_queries[0]["sql"]
     first = DeadLetter.objects.get()
     dead_letter_capture(failure=failure)
     assert list(DeadLetter.objects.values_list("pk", flat=True)) == [first.pk]

@@ -149,7 +149,8 @@ def test_metrics_parse_and_move_when_a_dead_letter_is_captured(live_worker: Any,
     result = divide.apply_async([1, 0])
     wait_for(lambda: DeadLetter.objects.filter(task_id=result.id).exists(), message="captured")
     assert sample("taskplatform_dead_letters", status="dead", reason="non_retryable", task="tasks.demo.divide") == 1
-    assert sample("taskplatform_dead_letters_captured_total", task="tasks.demo.divide", reason="non_retryable") == before_captured + 1
+    wait_for(lambda: sample("taskplatform_dead_letters_captured_total", task="tasks.demo.divide",
+                            reason="non_retryable") == before_captured + 1, timeout=15, message="the capture counter flushed")
     wait_for(lambda: sample("taskplatform_task_outcomes_total", task="tasks.demo.divide", state="FAILURE") == before_failures + 1,
              timeout=15, message="the outcome counter flushed")
 
@@ -160,7 +161,8 @@ def test_metrics_bearer_token(client: Any, settings: Any) -> None:
     response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret")
     assert response.status_code == 200
     names = {f.name for f in text_string_to_metric_families(response.content.decode())}
-    assert {"taskplatform_dead_letters", "taskplatform_spool_entries", "taskplatform_task_outcomes"} <= names
+    assert {"taskplatform_dead_letters", "taskplatform_spool_entries", "taskplatform_task_outcomes",
+            "taskplatform_queue_depth"} <= names
 
 
 def test_schedules_are_seeded_idempotently() -> None:
@@ -177,7 +179,8 @@ def test_schedules_are_seeded_idempotently() -> None:
     assert PeriodicTask.objects.filter(name__in=names).count() == len(names)
     assert not PeriodicTask.objects.get(name="dlq: retention prune").enabled  # an operator's choice is kept
     tasks = set(PeriodicTask.objects.filter(name__in=names).values_list("task", flat=True))
-    assert tasks == {"dlq.check_alerts", "dlq.reconcile", "dlq.prune", "tasks.examples.daily_digest"}
+    assert tasks == {"dlq.check_alerts", "dlq.reconcile", "dlq.prune", "dlq.apply_reprocess_policies",
+                     "tasks.examples.daily_digest"}
 
 
 def test_json_logs_carry_the_ids() -> None:

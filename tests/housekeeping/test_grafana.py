@@ -8,7 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 OURS = {"taskplatform_dead_letters", "taskplatform_spool_entries", "taskplatform_redrive_job_rows",
         "taskplatform_alerts_open", "taskplatform_dead_letters_captured_total", "taskplatform_dead_letters_requeued_total",
-        "taskplatform_capture_errors_total", "taskplatform_task_outcomes_total"}
+        "taskplatform_capture_errors_total", "taskplatform_task_outcomes_total", "taskplatform_queue_depth",
+        "taskplatform_queue_high_water_mark"}
 
 
 def test_dashboard_queries_known_metrics() -> None:
