@@ -108,7 +108,9 @@ class Services:
         _recreate_database(db_url)
         env = {"DATABASE_URL": db_url, "CELERY_BROKER_URL": broker, "REDIS_URL": broker,
                "DJANGO_SETTINGS_MODULE": "taskplatform.settings", "LOG_LEVEL": "WARNING",
-               "DLQ_SPOOL_DIR": tempfile.mkdtemp(prefix="bench-spool-")}
+               "DLQ_SPOOL_DIR": tempfile.mkdtemp(prefix="bench-spool-"),
+               # Benchmarks fill queues nobody consumes (S1, S4): backpressure would pause them.
+               "QUEUE_HIGH_WATER_MARK": "0"}
         os.environ.update(env)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT,
                        env=dict(os.environ), check=True)

@@ -167,22 +167,45 @@ def _plan(app: Any, producer: Any, item: OutgoingTask) -> _Plan | None:
                  ignore_result=None if task_type is None else task_type.ignore_result)
 
 
+def _template(app: Any, plan: _Plan) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]:
+    """``as_task_v2``'s headers, properties and embed for this plan, computed once; what
+    varies per message (ids, argument reprs, body) is filled in by ``build_envelope``."""
+    cached = _TEMPLATES.get(plan)
+    if cached is None:
+        headers, properties, body, _ = app.amqp.as_task_v2(
+            "template", "template", [], {}, retries=0, reply_to=app.thread_oid, time_limit=plan.time_limit,
+            soft_time_limit=plan.soft_time_limit, ignore_result=plan.ignore_result,
+        )
+        cached = _TEMPLATES[plan] = (headers, properties, body[2], app.conf.task_repr_maxlevels)
+    return cached
+
+
+_TEMPLATES: dict[_Plan, tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]] = {}
+
+
 def build_envelope(app: Any, channel: Any, plan: _Plan, item: OutgoingTask) -> tuple[str, str]:
-    """The Redis list key and the JSON envelope that ``send_task`` + kombu would LPUSH."""
+    """The Redis list key and the JSON envelope that ``send_task`` + kombu would LPUSH
+    (``tests/dlq/test_publish.py`` compares the two field by field)."""
+    from celery.utils.saferepr import saferepr
     from kombu.serialization import dumps as serialize
     from kombu.utils.json import dumps as json_dumps
 
-    root_id = parent_id = None
+    template_headers, template_properties, embed, maxlevels = _template(app, plan)
+    # As as_task_v2: empty args become (), the root id defaults to the task id.
+    args, kwargs = list(item.args) or (), dict(item.kwargs)
+    headers = dict(template_headers)
+    headers.update(
+        task=item.name, id=item.task_id, root_id=item.task_id,
+        argsrepr=saferepr(args, app.amqp.argsrepr_maxsize, maxlevels=maxlevels),
+        kwargsrepr=saferepr(kwargs, app.amqp.kwargsrepr_maxsize, maxlevels=maxlevels),
+    )
     parent = app.current_worker_task  # inside a task (a redrive job), send_task links to it
     if parent:
-        root_id, parent_id = parent.request.root_id or parent.request.id, parent.request.id
-    headers, properties, body, _sent_event = app.amqp.as_task_v2(
-        item.task_id, item.name, list(item.args), dict(item.kwargs),
-        retries=0, reply_to=app.thread_oid, time_limit=plan.time_limit, soft_time_limit=plan.soft_time_limit,
-        root_id=root_id, parent_id=parent_id, ignore_result=plan.ignore_result,
-    )
+        headers["root_id"] = parent.request.root_id or parent.request.id
+        headers["parent_id"] = parent.request.id
     headers.update(item.headers)
-    content_type, content_encoding, payload = serialize(body, serializer=plan.serializer)
+    properties = dict(template_properties, correlation_id=item.task_id)
+    content_type, content_encoding, payload = serialize((args, kwargs, dict(embed)), serializer=plan.serializer)
     properties["delivery_mode"] = plan.delivery_mode
     message = channel.prepare_message(payload, 0, content_type, content_encoding, headers, properties)
     channel._inplace_augment_message(message, "", plan.qname)

@@ -547,12 +547,13 @@ def _job_batch(job: RedriveJob, size: int) -> int | None:
     # Lock and read only what the events need; no model instances (this is the hot loop of
     # a 100k-row redrive).
     rows = list(DeadLetter.objects.select_for_update(of=("self",)).filter(pk__in=ids, status__in=eligible)
-                .order_by("pk").values_list("pk", "status", "requeue_count", "queue"))
+                .order_by("pk").values_list("pk", "status", "requeue_count", "queue", "task_name", "args", "kwargs"))
     to_status = {BulkAction.REQUEUE: DeadLetterStatus.REQUEUED, BulkAction.DISCARD: DeadLetterStatus.DISCARDED,
                  BulkAction.RESOLVE: DeadLetterStatus.RESOLVED}[BulkAction(job.action)]
-    events = []
+    events: list[tuple[int, dict[str, Any]]] = []
     pending: list[list[Any]] = []
-    for pk, status, requeue_count, queue in rows:
+    to_publish: list[tuple[DeadLetter, str, str]] = []
+    for pk, status, requeue_count, queue, task_name, args, kwargs in rows:
         diff: dict[str, Any] = {"status": [status, to_status], "job": [None, job.pk]}
         if job.action == BulkAction.REQUEUE:
             new_task_id = str(uuid.uuid4())
@@ -561,7 +562,9 @@ def _job_batch(job: RedriveJob, size: int) -> int | None:
             if job.queue and job.queue != queue:
                 diff["queue"] = [queue, job.queue]
             pending.append([pk, new_task_id])
-        events.append(DeadLetterEvent(dead_letter_id=pk, actor=job.actor, action=job.action, reason=job.reason, diff=diff))
+            message = DeadLetter(pk=pk, task_name=task_name, args=args, kwargs=kwargs, queue=queue)
+            to_publish.append((message, new_task_id, job.queue or queue))
+        events.append((pk, diff))
     if job.action == BulkAction.REQUEUE and pending:
         with connection.cursor() as cursor:
             cursor.execute(
@@ -573,7 +576,7 @@ def _job_batch(job: RedriveJob, size: int) -> int | None:
     elif rows:
         DeadLetter.objects.filter(pk__in=[r[0] for r in rows]).update(
             status=to_status, version=F("version") + 1, updated_at=timezone.now())
-    DeadLetterEvent.objects.bulk_create(events)
+    _copy_events(events, actor=job.actor, action=job.action, reason=job.reason)
     locked.last_id = ids[-1]
     locked.done += len(rows)
     locked.failed += len(ids) - len(rows)
@@ -581,7 +584,22 @@ def _job_batch(job: RedriveJob, size: int) -> int | None:
     locked.heartbeat_at = timezone.now()
     locked.save(update_fields=["last_id", "done", "failed", "pending_publish", "heartbeat_at"])
     job.last_id, job.pending_publish = locked.last_id, pending
+    job.to_publish = to_publish  # type: ignore[attr-defined]  (the batch just moved, for _publish_job_batch)
     return len(ids)
+
+
+def _copy_events(events: list[tuple[int, dict[str, Any]]], *, actor: str, action: str, reason: str) -> None:
+    """A batch's audit events in one ``COPY`` (the same rows ``bulk_create`` would insert)."""
+    if not events:
+        return
+    now = timezone.now()
+    table = DeadLetterEvent._meta.db_table
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(
+            f"COPY {table} (dead_letter_id, actor, action, reason, diff, created_at) FROM STDIN"
+        ) as copy:
+            for pk, diff in events:
+                copy.write_row((pk, actor, action, reason, json.dumps(diff), now))
 
 
 def _job_filters(job: RedriveJob) -> dict[str, Any]:
@@ -592,14 +610,19 @@ def _job_filters(job: RedriveJob) -> dict[str, Any]:
 
 def _publish_job_batch(job: RedriveJob, *, resume: bool = False) -> None:
     """Publish the batch recorded in ``pending_publish``, then clear it. On ``resume`` (a
-    previous runner crashed between commit and clear), skip what already reached the broker."""
-    pending = [(int(pk), str(tid)) for pk, tid in job.pending_publish]
-    if resume:
-        published = already_published([tid for _, tid in pending])
-        pending = [(pk, tid) for pk, tid in pending if tid not in published]
-    rows = {r.pk: r for r in DeadLetter.objects.defer("search", "traceback", "raw_body").filter(pk__in=[pk for pk, _ in pending])}
-    items = [(rows[pk], tid, job.queue or rows[pk].queue) for pk, tid in pending
-             if pk in rows and rows[pk].status == DeadLetterStatus.REQUEUED and rows[pk].last_requeued_task_id == tid]
+    previous runner crashed between commit and clear), skip what already reached the broker
+    and re-read the rows; otherwise publish what ``_job_batch`` just moved (no second read)."""
+    items: list[tuple[DeadLetter, str, str]] = getattr(job, "to_publish", None) or []
+    if resume or not items:
+        pending = [(int(pk), str(tid)) for pk, tid in job.pending_publish]
+        if resume:
+            published = already_published([tid for _, tid in pending])
+            pending = [(pk, tid) for pk, tid in pending if tid not in published]
+        rows = {r.pk: r for r in DeadLetter.objects.only("task_name", "args", "kwargs", "queue", "status",
+                                                         "last_requeued_task_id").filter(pk__in=[pk for pk, _ in pending])}
+        items = [(rows[pk], tid, job.queue or rows[pk].queue) for pk, tid in pending
+                 if pk in rows and rows[pk].status == DeadLetterStatus.REQUEUED and rows[pk].last_requeued_task_id == tid]
+    job.to_publish = []  # type: ignore[attr-defined]
     publish_requeues(items)
     RedriveJob.objects.filter(pk=job.pk).update(pending_publish=[])
     from dlq.metrics import incr
@@ -681,26 +704,41 @@ def periodic_task_run_now(*, periodic_task_id: int, actor: str) -> str:
 PRUNABLE = (DeadLetterStatus.RESOLVED, DeadLetterStatus.DISCARDED)
 
 
-def dead_letters_prune(*, older_than_days: int, batch_size: int = 1000, max_batches: int = 10_000) -> int:
+@dataclass
+class Pruned:
+    count: int
+    more: bool
+
+
+def dead_letters_prune(*, older_than_days: int, batch_size: int = 1000, time_budget: float = 240.0) -> Pruned:
     """Delete resolved and discarded dead letters (and their events) not changed for
-    ``older_than_days``, in batches by id, each batch its own short transaction. Rows in
-    ``dead`` or ``requeued`` are never pruned."""
+    ``older_than_days``, in batches by id, each batch its own short transaction, for at most
+    ``time_budget`` seconds (``more`` says whether rows are left). Rows in ``dead`` or
+    ``requeued`` are never pruned."""
+    import time
+
     cutoff = timezone.now() - timedelta(days=older_than_days)
-    deleted = 0
-    for _ in range(max_batches):
+    deadline = time.monotonic() + time_budget
+    deleted, more = 0, False
+    while True:
         ids = list(DeadLetter.objects.filter(status__in=PRUNABLE, updated_at__lt=cutoff)
                    .order_by("id").values_list("id", flat=True)[:batch_size])
         if not ids:
             break
         with transaction.atomic():
-            DeadLetterEvent.objects.filter(dead_letter_id__in=ids).delete()
-            # Re-check the status under the delete: a row resurrected meanwhile stays.
-            count, _ = DeadLetter.objects.filter(pk__in=ids, status__in=PRUNABLE, updated_at__lt=cutoff).delete()
-        deleted += count
+            # Lock and re-check: a row changed since the read (requeued again) stays, with its history.
+            doomed = list(DeadLetter.objects.select_for_update(of=("self",))
+                          .filter(pk__in=ids, status__in=PRUNABLE, updated_at__lt=cutoff).values_list("pk", flat=True))
+            DeadLetterEvent.objects.filter(dead_letter_id__in=doomed).delete()
+            DeadLetter.objects.filter(pk__in=doomed).delete()
+        deleted += len(doomed)
+        if time.monotonic() > deadline:
+            more = True
+            break
     if deleted:
         logger.info("dead_letter.pruned count=%s older_than_days=%s", deleted, older_than_days,
                     extra={"count": deleted})
-    return deleted
+    return Pruned(count=deleted, more=more)
 
 
 def housekeeping_prune_other_tables(*, older_than_days: int) -> dict[str, int]:

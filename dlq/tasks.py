@@ -38,14 +38,18 @@ def apply_reprocess_policies() -> dict[str, int]:
     return reprocess_policies_apply()
 
 
-@shared_task(base=PlatformTask, name="dlq.prune", dead_letter=False, max_retries=2, soft_time_limit=3000, time_limit=3300)
+@shared_task(base=PlatformTask, name="dlq.prune", dead_letter=False, max_retries=2)
 def prune() -> dict[str, int]:
+    """Retention, a few minutes at a time (well inside the default time limit); when more is
+    left it continues in a new task."""
     from django.conf import settings
 
     from dlq import services
 
-    deleted = services.dead_letters_prune(older_than_days=settings.DLQ_RETENTION_DAYS)
-    return {"dead_letters": deleted, **services.housekeeping_prune_other_tables(older_than_days=90)}
+    deleted = services.dead_letters_prune(older_than_days=settings.DLQ_RETENTION_DAYS, time_budget=240)
+    if deleted.more:
+        prune.apply_async(countdown=1)
+    return {"dead_letters": deleted.count, **services.housekeeping_prune_other_tables(older_than_days=90)}
 
 
 @shared_task(base=PlatformTask, name="dlq.redrive_job", bind=True, dead_letter=False, max_retries=10,

@@ -97,8 +97,18 @@ class PlatformTask(Task):  # type: ignore[misc]
         dead_letter_id = getattr(self.request, DEAD_LETTER_HEADER, None)
         if dead_letter_id is not None:
             headers[DEAD_LETTER_HEADER] = dead_letter_id
-        return super().retry(args=args, kwargs=kwargs, exc=exc, throw=throw, eta=eta, countdown=countdown,
-                             max_retries=max_retries, headers=headers, **options)
+        try:
+            return super().retry(args=args, kwargs=kwargs, exc=exc, throw=throw, eta=eta, countdown=countdown,
+                                 max_retries=max_retries, headers=headers, **options)
+        except Reject as rejected:
+            # Celery could not publish the retry (broker down) and answers Reject(requeue=False):
+            # the message is dropped. Record the dead letter here, in the pool process, before
+            # that happens (the parent's hook may not run while its connection is down).
+            if self.dead_letter and not rejected.requeue:
+                capture_failure(self, exc or rejected, self.request.id, self.request.args, self.request.kwargs, None,
+                                reason=DeathReason.REJECTED,
+                                attempts=attempts_with(self.request, exc, message=f"retry could not be published: {rejected.reason}"))
+            raise
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         dead_letter_id = getattr(self.request, DEAD_LETTER_HEADER, None)

@@ -123,7 +123,7 @@ def test_prune_deletes_only_old_resolved_and_discarded(settings: Any) -> None:
     for row in [old_dead, *gone]:
         DeadLetterEvent.objects.create(dead_letter=row, actor="ops", action="discard", reason="x")
     DeadLetter.objects.filter(pk__in=[old_dead.pk, *[g.pk for g in gone]]).update(updated_at=old)
-    assert services.dead_letters_prune(older_than_days=30, batch_size=1) == 2
+    assert services.dead_letters_prune(older_than_days=30, batch_size=1) == services.Pruned(count=2, more=False)
     assert set(DeadLetter.objects.values_list("pk", flat=True)) == {r.pk for r in keep} | {old_dead.pk}
     assert DeadLetterEvent.objects.count() == 1  # the old dead row keeps its history
 

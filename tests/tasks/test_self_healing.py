@@ -244,3 +244,29 @@ def test_bulk_redrive_pauses_at_the_mark_instead_of_flooding(transactional_db: A
     assert pauses, "the job should have paused at the mark"
     assert redis_client().llen(queue) <= 5
     redis_client().delete(queue)
+
+
+def test_a_retry_that_cannot_be_published_is_dead_lettered_not_dropped(transactional_db: Any, monkeypatch: Any) -> None:
+    """Celery answers a failed retry publish (broker down) with Reject(requeue=False), which
+    drops the message; PlatformTask records the dead letter first (chaos scenario F12).
+    The broker outage is simulated at the publish call; the rest is the real retry path."""
+    from celery.canvas import Signature
+    from celery.exceptions import Reject
+
+    from tasks.examples import DependencyDown, call_dependency
+
+    def broker_down(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("Error 111 connecting to the broker")
+
+    monkeypatch.setattr(Signature, "apply_async", broker_down)
+    task_id = str(uuid.uuid4())
+    call_dependency.push_request(id=task_id, args=["http://x"], kwargs={}, retries=0, called_directly=False,
+                                 delivery_info={"routing_key": "celery", "exchange": ""}, hostname="w@h")
+    try:
+        with pytest.raises(Reject):
+            call_dependency.retry(exc=DependencyDown("http://x is unreachable"))
+    finally:
+        call_dependency.pop_request()
+    row = DeadLetter.objects.get(task_id=task_id)
+    assert row.reason == "rejected" and row.exception_type == "tasks.examples.DependencyDown"
+    assert row.args == ["http://x"] and "retry could not be published" in row.attempts[-1]["message"]
