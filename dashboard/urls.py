@@ -21,5 +21,8 @@ urlpatterns = [
     path("jobs/<int:pk>/progress/", views.job_progress, name="dashboard-job-progress"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="dashboard-job-cancel"),
     path("schedules/", views.schedule_list, name="dashboard-schedules"),
+    path("policies/", views.policy_list, name="dashboard-policies"),
+    path("policies/new/", views.policy_save, name="dashboard-policy-new"),
+    path("policies/<int:pk>/", views.policy_save, name="dashboard-policy-save"),
     path("schedules/<int:pk>/<str:verb>/", views.schedule_action, name="dashboard-schedule-action"),
 ]

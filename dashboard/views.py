@@ -30,7 +30,7 @@ from dashboard import ops
 from dashboard.forms import BulkForm, EditForm, SearchForm
 from dashboard.permissions import RANK
 from dlq import selectors, services
-from dlq.errors import NotFound, ServiceError
+from dlq.errors import NotFound, ServiceError, ValidationFailed
 from dlq.masking import mask
 from dlq.models import BulkAction, DeadLetter, DeadLetterStatus, Role, user_role
 
@@ -446,3 +446,57 @@ def schedule_action(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
     except ServiceError as exc:
         return error_response(request, exc, "dashboard/schedules.html", _schedules_context(request))
     return redirect("dashboard-schedules")
+
+
+# --- Reprocess policies ---------------------------------------------------------------------
+
+def _policy_data(post: Any, instance: Any = None) -> dict[str, Any]:
+    """The policy form's fields, validated by the API's serializer (one set of rules)."""
+    from dashboard.api.serializers import ReprocessPolicySerializer
+
+    def listed(name: str) -> list[str]:
+        return [item.strip() for item in post.get(name, "").split(",") if item.strip()]
+
+    raw = {
+        "task_name": post.get("task_name", "").strip(),
+        "reasons": listed("reasons"), "exception_types": listed("exception_types"),
+        "cooldown_seconds": post.get("cooldown_seconds"), "backoff_factor": post.get("backoff_factor"),
+        "max_auto_requeues": post.get("max_auto_requeues"),
+        "circuit_max_failures_per_minute": post.get("circuit_max_failures_per_minute"),
+        "enabled": post.get("enabled") == "on",
+    }
+    serializer = ReprocessPolicySerializer(instance, data=raw)
+    if not serializer.is_valid():
+        errors = "; ".join(f"{field}: {' '.join(str(m) for m in msgs)}" for field, msgs in serializer.errors.items())
+        raise ValidationFailed(f"invalid policy: {errors}", fields=serializer.errors)
+    return dict(serializer.validated_data)
+
+
+def _policies_context(request: HttpRequest) -> dict[str, Any]:
+    from dlq.models import DeathReason
+
+    return base_context(request, policies=list(selectors.reprocess_policy_list()), reasons=DeathReason.values,
+                        can_admin=allowed(request, Role.ADMIN))
+
+
+@requires(Role.VIEWER)
+@require_GET
+def policy_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/policies.html", _policies_context(request))
+
+
+@requires(Role.ADMIN)
+@require_POST
+def policy_save(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    try:
+        if request.POST.get("delete") == "yes" and pk is not None:
+            services.reprocess_policy_delete(actor=actor(request), policy_id=pk)
+            messages.success(request, "Policy deleted.")
+        else:
+            current = selectors.reprocess_policy_get(id=pk) if pk is not None else None
+            policy = services.reprocess_policy_save(actor=actor(request), data=_policy_data(request.POST, current),
+                                                     policy_id=pk)
+            messages.success(request, f"Policy for {policy.task_name} saved.")
+    except ServiceError as exc:
+        return error_response(request, exc, "dashboard/policies.html", _policies_context(request))
+    return redirect("dashboard-policies")

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS chaos_done (key text PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS chaos_tick (id bigserial PRIMARY KEY, name text NOT NULL, pid integer,
                                        at timestamptz NOT NULL DEFAULT now());
 """
-RESET = ("TRUNCATE chaos_effect, chaos_done, chaos_tick, dlq_deadletterevent, dlq_deadletter, "
+RESET = ("TRUNCATE chaos_effect, chaos_done, chaos_tick, dlq_effectkey, dlq_deadletterevent, dlq_deadletter, "
          "django_celery_results_taskresult RESTART IDENTITY CASCADE")
 
 

@@ -12,8 +12,8 @@ One task, ``chaos.work(key, kind, idempotent, param)``, whose behaviour is chose
 | ``stubborn`` | ignores its soft time limit; only the hard limit (per message) stops it |
 
 The side effect is a row in ``chaos_effect`` (created by the harness with raw SQL). An
-idempotent task claims its key in ``chaos_done`` (primary key) in the same transaction, the
-idempotency-key pattern: a second run of the same key writes nothing. A task declared not
+idempotent task writes it through ``tasks.idempotency.idempotent`` (the product's helper: an
+effect key committed in the same transaction): a second run of the same key writes nothing. A task declared not
 idempotent inserts blindly, so the harness sees every duplicate execution.
 
 Negative controls (``CHAOS_CONTROL``, read only here, in the worker) switch off one
@@ -90,17 +90,24 @@ def _redis_incr(key: str) -> int:
 
 
 def record_effect(key: str, idempotent: bool) -> bool:
-    """The side effect. Returns False when an idempotent key was already done."""
+    """The side effect. Idempotent tasks use the product's ``tasks.idempotency.idempotent``
+    helper (effect key and effect in one transaction); returns False when the key was done."""
     from django.db import connection, transaction
 
-    with transaction.atomic():
+    from tasks.idempotency import idempotent as effect_once
+
+    def write() -> None:
         with connection.cursor() as cur:
-            if idempotent and CONTROL != "not_idempotent":
-                cur.execute("INSERT INTO chaos_done (key) VALUES (%s) ON CONFLICT DO NOTHING RETURNING key", [key])
-                if cur.fetchone() is None:
-                    return False
             cur.execute("INSERT INTO chaos_effect (key, idempotent, pid) VALUES (%s, %s, %s)",
                         [key, idempotent, os.getpid()])
+
+    if idempotent and CONTROL != "not_idempotent":
+        with effect_once(f"chaos:{key}") as first_time:
+            if first_time:
+                write()
+        return first_time
+    with transaction.atomic():
+        write()
     return True
 
 

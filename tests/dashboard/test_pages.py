@@ -469,3 +469,43 @@ def test_admin_viewer_cannot_run_or_toggle_schedules(login: Any) -> None:
     task.refresh_from_db()
     assert task.enabled
     assert client.get("/admin/dlq/redrivejob/").status_code == 200
+
+
+def test_policies_page_viewer_reads_admin_edits(client: Any) -> None:
+    from dlq.models import ReprocessPolicy
+    from tests.conftest import make_user
+
+    make_user("pol-admin", "admin")
+    make_user("pol-viewer", "viewer")
+    client.login(username="pol-admin", password="pw-pol-admin")
+    form = {"task_name": "tasks.examples.call_dependency", "reasons": "max_retries_exceeded",
+            "exception_types": "", "cooldown_seconds": "60", "backoff_factor": "2", "max_auto_requeues": "4",
+            "circuit_max_failures_per_minute": "5", "enabled": "on"}
+    assert client.post("/dashboard/policies/new/", form).status_code == 302
+    policy = ReprocessPolicy.objects.get()
+    assert policy.reasons == ["max_retries_exceeded"] and policy.max_auto_requeues == 4 and policy.enabled
+    bad = client.post("/dashboard/policies/new/", {**form, "task_name": "no.such.task"})
+    assert bad.status_code == 400 and ReprocessPolicy.objects.count() == 1
+    assert client.post(f"/dashboard/policies/{policy.pk}/", {**form, "max_auto_requeues": "1"}).status_code == 302
+    policy.refresh_from_db()
+    assert policy.max_auto_requeues == 1
+    client.logout()
+    client.login(username="pol-viewer", password="pw-pol-viewer")
+    page = client.get("/dashboard/policies/")
+    assert page.status_code == 200 and b"tasks.examples.call_dependency" in page.content
+    assert b">Save</button>" not in page.content and b"New policy" not in page.content
+    assert client.post(f"/dashboard/policies/{policy.pk}/", {**form, "delete": "yes"}).status_code == 403
+    assert ReprocessPolicy.objects.count() == 1
+
+
+def test_detail_shows_a_dead_letter_that_healed_itself(client: Any) -> None:
+    from django.utils import timezone
+
+    from tests.conftest import make_user
+    from tests.factories import DeadLetterFactory
+
+    make_user("healer", "viewer")
+    client.login(username="healer", password="pw-healer")
+    row = DeadLetterFactory(status="resolved", auto_requeue_count=2, last_auto_requeued_at=timezone.now())
+    page = client.get(f"/dashboard/dead-letters/{row.pk}/")
+    assert b"healed by itself" in page.content and b"2 automatic requeue(s)" in page.content
