@@ -85,15 +85,20 @@ def dead_letter_list(*, filters: dict[str, Any] | None = None) -> QuerySet[DeadL
     return dead_letter_filter(qs, clean_filters(filters))
 
 
-def dead_letter_get(*, id: Any) -> DeadLetter:
+def _get(qs: QuerySet[Any], id: Any, label: str) -> Any:
+    """The row with primary key ``id`` (any input: a path segment, a form value), or NotFound."""
     try:
         pk = int(id)
     except (TypeError, ValueError):
-        raise NotFound(f"dead letter {str(id)[:64]!r} does not exist") from None
-    row = DeadLetter.objects.defer("search").filter(pk=pk).first()
+        raise NotFound(f"{label} {str(id)[:64]!r} does not exist") from None
+    row = qs.filter(pk=pk).first()
     if row is None:
-        raise NotFound(f"dead letter {pk} does not exist")
+        raise NotFound(f"{label} {pk} does not exist")
     return row
+
+
+def dead_letter_get(*, id: Any) -> DeadLetter:
+    return _get(DeadLetter.objects.defer("search"), id, "dead letter")
 
 
 def dead_letter_events(*, dead_letter_id: Any) -> QuerySet[DeadLetterEvent]:
@@ -195,14 +200,7 @@ def redrive_job_list() -> QuerySet[RedriveJob]:
 
 
 def redrive_job_get(*, id: Any) -> RedriveJob:
-    try:
-        pk = int(id)
-    except (TypeError, ValueError):
-        raise NotFound(f"redrive job {str(id)[:64]!r} does not exist") from None
-    job = RedriveJob.objects.filter(pk=pk).first()
-    if job is None:
-        raise NotFound(f"redrive job {pk} does not exist")
-    return job
+    return _get(RedriveJob.objects.all(), id, "redrive job")
 
 
 def alert_list(*, open_only: bool = True) -> QuerySet[Alert]:
@@ -247,11 +245,4 @@ def reprocess_policy_list() -> QuerySet[Any]:
 def reprocess_policy_get(*, id: Any) -> Any:
     from dlq.models import ReprocessPolicy
 
-    try:
-        pk = int(id)
-    except (TypeError, ValueError):
-        raise NotFound(f"policy {str(id)[:64]!r} does not exist") from None
-    policy = ReprocessPolicy.objects.filter(pk=pk).first()
-    if policy is None:
-        raise NotFound(f"policy {pk} does not exist")
-    return policy
+    return _get(ReprocessPolicy.objects.all(), id, "policy")

@@ -25,26 +25,30 @@ def database_url() -> str:
 
 class Worker:
     def __init__(self, *, queues: str = "celery", concurrency: int = 2, env: dict[str, str] | None = None,
-                 name: str | None = None, extra_args: list[str] | None = None) -> None:
+                 name: str | None = None, extra_args: list[str] | None = None, log_level: str = "info",
+                 log_path: Path | None = None) -> None:
         self.name = name or f"test-{uuid.uuid4().hex[:8]}@localhost"
         self.queues = queues
         self.concurrency = concurrency
         self.env = env or {}
         self.extra_args = extra_args or []
+        self.log_level = log_level
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = ROOT / ".data" / "test-logs" / f"{self.name.split('@')[0]}.log"
+        self.log_path = log_path or ROOT / ".data" / "test-logs" / f"{self.name.split('@')[0]}.log"
 
     def start(self, timeout: float = 60.0) -> "Worker":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
-        env.update({"DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"})
+        env["PYTHONUNBUFFERED"] = "1"
+        env["DATABASE_URL"] = self.env.get("DATABASE_URL") or database_url()
         env.update(self.env)
         cmd = [CELERY, "-A", "taskplatform", "worker", "-P", "prefork", "-c", str(self.concurrency),
-               "-l", "info", "-n", self.name, "-Q", self.queues, "--without-mingle", "--without-gossip",
+               "-l", self.log_level, "-n", self.name, "-Q", self.queues, "--without-mingle", "--without-gossip",
                *self.extra_args]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n==== start {time.strftime('%H:%M:%S')} {self.name}\n".encode())
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         self.wait_ready(timeout)
         return self
 
@@ -56,8 +60,11 @@ class Worker:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}; log: {self.log_path}\n{self.log()[-3000:]}")
-            if app.control.ping(destination=[self.name], timeout=0.5):
-                return
+            try:
+                if app.control.ping(destination=[self.name], timeout=0.5):
+                    return
+            except Exception:  # the broker may be down (a fault test): keep waiting
+                time.sleep(0.5)
         raise TimeoutError(f"worker {self.name} not ready after {timeout}s; log:\n{self.log()[-3000:]}")
 
     def log(self) -> str:

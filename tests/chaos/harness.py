@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from taskplatform.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from tests.workers import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -149,42 +150,13 @@ def redis_client(rd: EmbeddedRedis) -> Any:
     return redis.Redis(host="127.0.0.1", port=rd.port, socket_timeout=2, socket_connect_timeout=2)
 
 
-class ChaosWorker:
+class ChaosWorker(Worker):
     """One ``celery worker`` (prefork) with the chaos tasks; we own its process group."""
 
     def __init__(self, workdir: Path, env: dict[str, str], concurrency: int, label: str) -> None:
-        self.env = env
-        self.concurrency = concurrency
-        self.name = f"chaos-{label}-{uuid.uuid4().hex[:6]}@localhost"
-        self.log_path = workdir / "logs" / f"{label}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60.0) -> "ChaosWorker":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        cmd = [CELERY, "-A", "taskplatform", "worker", "-P", "prefork", "-c", str(self.concurrency), "-l", "warning",
-               "-n", self.name, "-Q", QUEUE, "--without-mingle", "--without-gossip", "-I", "tests.chaos.tasks"]
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n==== start {time.strftime('%H:%M:%S')} {self.name}\n".encode())
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        self.wait_ready(timeout)
-        return self
-
-    def wait_ready(self, timeout: float) -> None:
-        from taskplatform.celery import app
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chaos worker exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if app.control.ping(destination=[self.name], timeout=0.5):
-                    return
-            except Exception:  # the broker may be down during a fault; keep waiting
-                time.sleep(0.5)
-        raise TimeoutError(f"chaos worker {self.name} not ready after {timeout}s; see {self.log_path}")
+        super().__init__(queues=QUEUE, concurrency=concurrency, env=env, log_level="warning",
+                         name=f"chaos-{label}-{uuid.uuid4().hex[:6]}@localhost",
+                         extra_args=["-I", "tests.chaos.tasks"], log_path=workdir / "logs" / f"{label}.log")
 
     @property
     def alive(self) -> bool:
