@@ -24,7 +24,13 @@ def kill_children(every: float) -> Callable[[Run], None]:
             delay = every
             children = run.worker.children()
             if children:
-                pid = run.rng.choice(children)
+                # Prefer a process that is running a chaos task right now (the task records
+                # its pid): killing an idle one proves nothing, and the control would miss.
+                from tests.chaos.harness import redis_client
+                from tests.chaos.tasks import BUSY_KEY
+
+                busy = {int(p) for p in redis_client(run.rd).smembers(BUSY_KEY)} & set(children)
+                pid = run.rng.choice(sorted(busy) or children)
                 os.kill(pid, signal.SIGKILL)  # a pool process of a worker we started
                 run.log(f"SIGKILL pool process {pid}")
     return fault

@@ -42,6 +42,7 @@ from tasks.base import PlatformTask
 logger = logging.getLogger("chaos")
 
 CONTROL = os.environ.get("CHAOS_CONTROL", "")
+BUSY_KEY = "chaos:busy"
 WORK_MIN = float(os.environ.get("CHAOS_WORK_MIN", "0.02"))
 WORK_MAX = float(os.environ.get("CHAOS_WORK_MAX", "0.2"))
 # A task that keeps crashing stops crashing after this many deaths and fails instead, so that
@@ -133,10 +134,17 @@ def work(self: ChaosTask, key: str, kind: str, idempotent: bool = True, param: f
                 time.sleep(0.1)
             except SoftTimeLimitExceeded:
                 continue
-    time.sleep(random.uniform(WORK_MIN, WORK_MAX))
-    record_effect(key, bool(idempotent))
-    # Work after the side effect: a kill here redelivers a task whose effect is already done.
-    time.sleep(random.uniform(WORK_MIN, WORK_MAX) / 2)
+    from tasks.redis import redis_client
+
+    busy = redis_client()
+    busy.sadd(BUSY_KEY, os.getpid())  # lets the F1 fault aim at a process that is running a task
+    try:
+        time.sleep(random.uniform(WORK_MIN, WORK_MAX))
+        record_effect(key, bool(idempotent))
+        # Work after the side effect: a kill here redelivers a task whose effect is already done.
+        time.sleep(random.uniform(WORK_MIN, WORK_MAX) / 2)
+    finally:
+        busy.srem(BUSY_KEY, os.getpid())
     return key
 
 
