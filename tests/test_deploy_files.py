@@ -87,7 +87,10 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
 
 
 def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DJANGO_ENV")}
+    # DJANGO_ALLOW_ASYNC_UNSAFE is set for the browser tests (tests/browser/conftest.py); a
+    # deployment never has it, and check --deploy rightly refuses it.
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("SECRET_KEY", "DEBUG", "DJANGO_ENV", "DJANGO_ALLOW_ASYNC_UNSAFE")}
     full.update(env)
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
 

@@ -27,6 +27,9 @@ TASKS_PER_VARIANT = 100
 def reduced_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("chaos") / "rows.json"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL")}
+    # Tasks long enough that the pool is busy when a fault lands: with 20-200 ms tasks on a
+    # loaded machine, F1's kills could all hit idle processes and its control would miss.
+    env.update(CHAOS_WORK_MIN="0.15", CHAOS_WORK_MAX="0.4")
     proc = subprocess.run(
         [sys.executable, "-m", "tests.chaos", "--reduced", "--tasks", str(TASKS_PER_VARIANT), "--json", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
