@@ -71,9 +71,9 @@ class DeadLetter(models.Model):
             GinIndex(fields=["search"], name="dlq_search_gin"),
             models.Index(fields=["status", "-last_failed_at", "-id"], name="dlq_status_failed_idx"),
             models.Index(fields=["-last_failed_at", "-id"], name="dlq_failed_idx"),
-            models.Index(fields=["task_name", "-last_failed_at"], name="dlq_task_failed_idx"),
+            # "this task's dead letters, newest first": the triage query.
+            models.Index(fields=["task_name", "status", "-last_failed_at", "-id"], name="dlq_task_status_failed_idx"),
             models.Index(fields=["fingerprint"], name="dlq_fingerprint_idx"),
-            models.Index(fields=["last_requeued_task_id"], name="dlq_requeued_task_idx"),
         ]
 
     def __str__(self) -> str:

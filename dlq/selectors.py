@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.postgres.search import SearchQuery
-from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models import BooleanField, Count, Max, Min, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -132,10 +133,15 @@ def dead_letter_page(qs: QuerySet[DeadLetter], *, cursor: str | None, size: int)
     direction = "next"
     if cursor:
         at, pk, direction = decode_cursor(cursor)
-        if direction == "next":
-            qs = qs.filter(Q(last_failed_at__lt=at) | Q(last_failed_at=at, id__lt=pk))
-        else:
-            qs = qs.filter(Q(last_failed_at__gt=at) | Q(last_failed_at=at, id__gt=pk)).order_by("last_failed_at", "id")
+        # A row comparison, which Postgres turns into an index range on (last_failed_at, id);
+        # the equivalent `a < t OR (a = t AND id < pk)` is a filter over every earlier row,
+        # so deep pages got slower with depth.
+        table = DeadLetter._meta.db_table
+        op = "<" if direction == "next" else ">"
+        qs = qs.filter(RawSQL(f'("{table}"."last_failed_at", "{table}"."id") {op} (%s, %s)', (at, pk),
+                              output_field=BooleanField()))
+        if direction == "prev":
+            qs = qs.order_by("last_failed_at", "id")
     rows = list(qs[: size + 1])
     more = len(rows) > size
     rows = rows[:size]
