@@ -63,3 +63,25 @@ def api_client_for() -> Any:
 @pytest.fixture
 def operator_client(api_client_for: Any) -> APIClient:
     return api_client_for(Role.OPERATOR)
+
+
+@pytest.fixture
+def broker_down(monkeypatch: Any) -> str:
+    """Publishing goes to a broker address where nothing listens (the outage is real: a
+    refused TCP connection); returns that URL."""
+    from contextlib import contextmanager
+
+    from kombu import Connection
+
+    from taskplatform.celery import app
+    from taskplatform.embedded import free_port
+
+    dead_url = f"redis://127.0.0.1:{free_port()}/0"
+
+    @contextmanager
+    def dead_producer(producer: Any = None) -> Iterator[Any]:
+        with Connection(dead_url, connect_timeout=0.5, transport_options={"max_retries": 0}) as conn:
+            yield conn.Producer()
+
+    monkeypatch.setattr(app, "producer_or_acquire", dead_producer)
+    return dead_url

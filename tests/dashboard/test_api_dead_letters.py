@@ -5,12 +5,10 @@ import csv
 import io
 import json
 import threading
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from django.db import connection
-from kombu import Connection
 from rest_framework.test import APIClient
 
 from dlq.models import DeadLetter, DeadLetterEvent, RedriveJob, Role
@@ -226,18 +224,7 @@ def test_fifty_concurrent_requeues_publish_exactly_once(api_client_for: Any) -> 
     assert row.requeue_count == 1 and DeadLetterEvent.objects.filter(action="requeue").count() == 1
 
 
-def test_broker_down_on_requeue_is_503_and_leaves_the_row_dead(api_client_for: Any, monkeypatch: Any) -> None:
-    from taskplatform.celery import app
-    from taskplatform.embedded import free_port
-
-    dead_url = f"redis://127.0.0.1:{free_port()}/0"
-
-    @contextmanager
-    def dead_producer(producer: Any = None) -> Any:
-        with Connection(dead_url, connect_timeout=0.5, transport_options={"max_retries": 0}) as conn:
-            yield conn.Producer()
-
-    monkeypatch.setattr(app, "producer_or_acquire", dead_producer)
+def test_broker_down_on_requeue_is_503_and_leaves_the_row_dead(api_client_for: Any, broker_down: str) -> None:
     operator = api_client_for(Role.OPERATOR)
     row = DeadLetterFactory()
     response = operator.post(f"/api/v1/dead-letters/{row.pk}/requeue/", {"reason": "x"}, format="json")

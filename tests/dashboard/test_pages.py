@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import re
 import time
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from django.test import Client
-from kombu import Connection
 
 from dlq.models import Alert, DeadLetter, DeadLetterEvent, DeadLetterStatus, RedriveJob, Role
 from tests.conftest import make_user
@@ -206,18 +204,7 @@ def test_discard_needs_a_reason_and_resolve_works(login: Any) -> None:
     assert client.get(dead_url(999999)).status_code == 404
 
 
-def test_requeue_with_the_broker_down_is_503_and_leaves_the_row_dead(login: Any, monkeypatch: Any) -> None:
-    from taskplatform.celery import app
-    from taskplatform.embedded import free_port
-
-    dead = f"redis://127.0.0.1:{free_port()}/0"
-
-    @contextmanager
-    def dead_producer(producer: Any = None) -> Any:
-        with Connection(dead, connect_timeout=0.5, transport_options={"max_retries": 0}) as conn:
-            yield conn.Producer()
-
-    monkeypatch.setattr(app, "producer_or_acquire", dead_producer)
+def test_requeue_with_the_broker_down_is_503_and_leaves_the_row_dead(login: Any, broker_down: str) -> None:
     row = DeadLetterFactory()
     response = login(Role.OPERATOR).post(dead_url(row.pk, "requeue"), {"reason": "try"})
     assert response.status_code == 503 and b"broker refused" in response.content
