@@ -92,6 +92,10 @@ class PlatformTask(Task):  # type: ignore[misc]
               eta: Any = None, countdown: Any = None, max_retries: int | None = None, **options: Any) -> Any:
         # Celery drops custom headers on retry (request.headers holds none of them under
         # protocol 2), so the attempt history and the dead-letter link are passed explicitly.
+        if exc is not None and terminating():
+            # The parent cancelled this run (see ``terminating``): it will be delivered again,
+            # so a retry published now would run the task twice.
+            raise exc
         headers = dict(options.pop("headers", None) or {})
         headers[ATTEMPTS_HEADER] = attempts_with(self.request, exc)
         dead_letter_id = getattr(self.request, DEAD_LETTER_HEADER, None)
@@ -104,7 +108,7 @@ class PlatformTask(Task):  # type: ignore[misc]
             # Celery could not publish the retry (broker down) and answers Reject(requeue=False):
             # the message is dropped. Record the dead letter here, in the pool process, before
             # that happens (the parent's hook may not run while its connection is down).
-            if self.dead_letter and not rejected.requeue:
+            if self.dead_letter and not rejected.requeue and not terminating():
                 capture_failure(self, exc or rejected, self.request.id, self.request.args, self.request.kwargs, None,
                                 reason=DeathReason.REJECTED,
                                 attempts=attempts_with(self.request, exc, message=f"retry could not be published: {rejected.reason}"))
@@ -120,9 +124,25 @@ class PlatformTask(Task):  # type: ignore[misc]
             resolve_or_spool(dead_letter_id=int(dead_letter_id), task_id=task_id)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo) -> None:
-        if self.dead_letter:
+        if self.dead_letter and not terminating():
             capture_failure(self, exc, task_id, args, kwargs, einfo, reason=self.death_reason(exc))
         super().on_failure(exc, task_id, args, kwargs, einfo)
+
+
+def terminating() -> bool:
+    """True in a pool process that received its terminate signal while running a task.
+
+    The worker's main process sends it when it cancels a late-ack task after losing the
+    broker connection (``worker_cancel_long_running_tasks_on_connection_loss``: the message
+    is delivered again), at a hard time limit (the main process records that dead letter),
+    or for ``revoke(terminate=True)``. The signal raises ``SystemExit`` inside the task; code
+    that turns it into another exception (a ``finally`` that talks to a broker that is down)
+    must not make this process publish a retry or record a dead letter: the main process
+    decides what becomes of the message. Called only on the failure path.
+    """
+    from billiard.common import terminate_handler_fired
+
+    return terminate_handler_fired()
 
 
 def capture_failure(task: Task, exc: BaseException, task_id: str, args: Any, kwargs: Any,

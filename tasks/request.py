@@ -47,6 +47,14 @@ class PlatformRequest(Request):  # type: ignore[misc]
             self.task.request_stack.pop()
 
     def on_failure(self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False) -> None:
+        if self._already_cancelled and self.task.acks_late:
+            # We terminated this run after losing the broker connection, and Celery leaves
+            # such a message unacked so that it is delivered again. Celery does so only when
+            # the child reports the SystemExit; a task that turned it into another exception
+            # (cleanup code failing while the broker is down) would otherwise be acked here,
+            # or rejected, with nothing recorded (the pool process skipped its hooks).
+            logger.warning("task.cancelled_run_left_for_redelivery task_id=%s", self.id, extra={"task_id": self.id})
+            return None
         exc = getattr(exc_info, "exception", None)
         exc = getattr(exc, "exc", exc)  # ExceptionWithTraceback
         if getattr(self.task, "dead_letter", False):

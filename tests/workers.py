@@ -49,7 +49,11 @@ class Worker:
             log.write(f"\n==== start {time.strftime('%H:%M:%S')} {self.name}\n".encode())
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float) -> None:
@@ -60,6 +64,14 @@ class Worker:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}; log: {self.log_path}\n{self.log()[-3000:]}")
+            if self.env.get("CELERY_BROKER_URL"):
+                # A worker on its own broker (a fault test): this process' control messages go
+                # to the default broker (kombu's pidbox publishes through the app's producer
+                # pool), so readiness is read from the worker's log instead.
+                if f"{self.name} ready." in self.log():
+                    return
+                time.sleep(0.3)
+                continue
             try:
                 if app.control.ping(destination=[self.name], timeout=0.5):
                     return
