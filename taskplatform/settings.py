@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -189,7 +190,14 @@ REDIS_URL = os.environ.get("REDIS_URL") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else _embedded.get("redis_url", "redis://127.0.0.1:6379/0")
 )
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 2 * 60 * 60)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# Redis only: how often a worker looks for unacked messages past their visibility timeout
+# (kombu's sweep runs every unacked_restore_interval x unacked_restore_throttle = ~100 s by
+# default). Set it to restore sooner; the chaos harness uses 2 s with its 20 s timeout.
+CELERY_UNACKED_RESTORE_SECONDS = env_int("CELERY_UNACKED_RESTORE_SECONDS", 0)
+if CELERY_UNACKED_RESTORE_SECONDS:
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(unacked_restore_interval=CELERY_UNACKED_RESTORE_SECONDS,
+                                           unacked_restore_throttle=1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
     # RabbitMQ: quorum queues (replicated, and they count deliveries), publisher confirms,

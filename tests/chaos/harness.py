@@ -70,6 +70,8 @@ class Row:
     duplicate_effects: int = 0  # among tasks declared idempotent
     duplicate_effects_not_idempotent: int = 0  # informational: at-least-once delivery made visible
     reasons: dict[str, int] = field(default_factory=dict)
+    #: The keys behind each non-zero failure column (the first few), to trace in the worker logs.
+    examples: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
     timed_out: bool = False
     expect: str = "pass"  # pass, detect (a negative control), broker_loss (F5), not_covered
@@ -116,6 +118,8 @@ def _configure(pg: EmbeddedPostgres, rd: EmbeddedRedis, workdir: Path) -> None:
         CELERY_BROKER_URL=rd.url,
         REDIS_URL=rd.url,
         CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT),
+        # kombu restores unacked messages only every ~100 s by default; F9/F10 need it within a run.
+        CELERY_UNACKED_RESTORE_SECONDS="2",
         TASK_RETRY_BACKOFF="1",
         TASK_RETRY_BACKOFF_MAX="2",
         TASK_DEFAULT_MAX_RETRIES="3",
@@ -405,19 +409,30 @@ class Harness:
                 dead[key] += 1
                 reasons[reason] += 1
         row.attempted = len(specs)
+        examples: dict[str, list[str]] = {}
         for spec in specs:
             ok, dl = effects[spec.key] > 0, dead[spec.key] > 0
             row.succeeded += ok
             row.dead_lettered += dl
-            row.lost += not ok and not dl
-            row.both += ok and dl
-            row.duplicate_dead_letters += dead[spec.key] > 1
+            found = {
+                "lost": not ok and not dl,
+                "both": ok and dl,
+                "dup DL": dead[spec.key] > 1,
+                "dup SE": effects[spec.key] > 1 and spec.idempotent,
+            }
+            row.lost += found["lost"]
+            row.both += found["both"]
+            row.duplicate_dead_letters += found["dup DL"]
             if effects[spec.key] > 1:
                 if spec.idempotent:
                     row.duplicate_effects += 1
                 else:
                     row.duplicate_effects_not_idempotent += 1
+            for column, hit in found.items():
+                if hit and len(examples.setdefault(column, [])) < 5:
+                    examples[column].append(spec.key)
         row.reasons = dict(sorted(reasons.items()))
+        row.examples = {column: keys for column, keys in examples.items() if keys}
         return row
 
     # --- one variant ----------------------------------------------------------------------
@@ -463,6 +478,8 @@ class Harness:
             if after is not None:
                 after(run)
             self.account(specs, row)
+            for column, keys in row.examples.items():
+                run.log(f"{column}: {', '.join(keys)}")
         finally:
             run.drained.set()
             for worker in run.workers:
