@@ -270,3 +270,29 @@ def test_a_retry_that_cannot_be_published_is_dead_lettered_not_dropped(transacti
     row = DeadLetter.objects.get(task_id=task_id)
     assert row.reason == "rejected" and row.exception_type == "tasks.examples.DependencyDown"
     assert row.args == ["http://x"] and "retry could not be published" in row.attempts[-1]["message"]
+
+
+def test_a_terminated_pool_process_neither_retries_nor_dead_letters(transactional_db: Any, monkeypatch: Any) -> None:
+    """After its terminate signal (Celery cancelling the run on a broker connection loss),
+    the pool process leaves the message to the main process, which has it delivered again:
+    a retry published or a dead letter recorded here would make the task run twice or end
+    both done and dead-lettered (chaos F12)."""
+    from billiard import common
+    from celery.canvas import Signature
+
+    from tasks.examples import DependencyDown, call_dependency
+
+    published: list[Any] = []
+    monkeypatch.setattr(Signature, "apply_async", lambda self, *a, **k: published.append(self))
+    monkeypatch.setattr(common, "_should_have_exited", [True])  # what billiard's _shutdown_cleanup sets
+    task_id = str(uuid.uuid4())
+    call_dependency.push_request(id=task_id, args=["http://x"], kwargs={}, retries=0, called_directly=False,
+                                 delivery_info={"routing_key": "celery", "exchange": ""}, hostname="w@h")
+    try:
+        with pytest.raises(DependencyDown):
+            call_dependency.retry(exc=DependencyDown("cleanup failed while the broker was down"))
+        call_dependency.on_failure(DependencyDown("x"), task_id, ["http://x"], {}, None)
+    finally:
+        call_dependency.pop_request()
+    assert published == []
+    assert not DeadLetter.objects.filter(task_id=task_id).exists()
