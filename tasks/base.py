@@ -22,6 +22,9 @@ from billiard.einfo import ExceptionInfo
 from celery import Task
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dlq.capture import (
     ATTEMPTS_HEADER,
@@ -36,6 +39,10 @@ from dlq.models import DeathReason
 
 logger = logging.getLogger("tasks")
 
+#: What a publish raises when the broker cannot be reached (kombu wraps transport errors in
+#: OperationalError).
+BROKER_UNREACHABLE: tuple[type[BaseException], ...] = (OperationalError, OSError, RedisConnectionError,
+                                                       RedisTimeoutError)
 NEVER_RETRIED: tuple[type[BaseException], ...] = (Reject, SoftTimeLimitExceeded, TimeLimitExceeded)
 
 
@@ -105,13 +112,24 @@ class PlatformTask(Task):  # type: ignore[misc]
             return super().retry(args=args, kwargs=kwargs, exc=exc, throw=throw, eta=eta, countdown=countdown,
                                  max_retries=max_retries, headers=headers, **options)
         except Reject as rejected:
-            # Celery could not publish the retry (broker down) and answers Reject(requeue=False):
-            # the message is dropped. Record the dead letter here, in the pool process, before
-            # that happens (the parent's hook may not run while its connection is down).
-            if self.dead_letter and not rejected.requeue and not terminating():
-                capture_failure(self, exc or rejected, self.request.id, self.request.args, self.request.kwargs, None,
-                                reason=DeathReason.REJECTED,
-                                attempts=attempts_with(self.request, exc, message=f"retry could not be published: {rejected.reason}"))
+            # Celery could not publish the retry and answers Reject(requeue=False), which
+            # drops the message.
+            if rejected.requeue or not self.dead_letter:
+                raise
+            if isinstance(rejected.reason, BROKER_UNREACHABLE):
+                # The broker is down. The message being retried is still unacked there: hand
+                # it back instead (or, when the main process cannot reach the broker either,
+                # it comes back after the visibility timeout) and the attempt runs again.
+                # Dead-lettering it here would end the task both dead and, once the message
+                # is redelivered, done (chaos F12).
+                logger.warning("task.retry_unpublished_requeued task_id=%s: %s", self.request.id, rejected.reason,
+                               extra={"task_id": self.request.id})
+                raise Reject(rejected.reason, requeue=True) from rejected
+            # Anything else (the retry cannot be built or serialized) would fail again: record
+            # the dead letter here, in the pool process, before the message is dropped.
+            capture_failure(self, exc or rejected, self.request.id, self.request.args, self.request.kwargs, None,
+                            reason=DeathReason.REJECTED,
+                            attempts=attempts_with(self.request, exc, message=f"retry could not be published: {rejected.reason}"))
             raise
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:

@@ -246,30 +246,41 @@ def test_bulk_redrive_pauses_at_the_mark_instead_of_flooding(transactional_db: A
     redis_client().delete(queue)
 
 
-def test_a_retry_that_cannot_be_published_is_dead_lettered_not_dropped(transactional_db: Any, monkeypatch: Any) -> None:
-    """Celery answers a failed retry publish (broker down) with Reject(requeue=False), which
-    drops the message; PlatformTask records the dead letter first (chaos scenario F12).
-    The broker outage is simulated at the publish call; the rest is the real retry path."""
+@pytest.mark.parametrize("error, requeued", [
+    (ConnectionError("Error 111 connecting to the broker"), True),
+    (TypeError("Object of type Decimal is not JSON serializable"), False),
+])
+def test_a_retry_that_cannot_be_published_is_handed_back_or_dead_lettered_never_dropped(
+        transactional_db: Any, monkeypatch: Any, error: Exception, requeued: bool) -> None:
+    """Celery answers a failed retry publish with Reject(requeue=False), which drops the
+    message. Broker down: the message is handed back (Reject(requeue=True)) and no dead letter
+    is recorded, since the message comes back anyway (chaos F12: dead-lettering it ended tasks
+    both dead and done). Any other error would fail again: the dead letter is recorded first.
+    The failure is injected at the publish call; the rest is the real retry path."""
     from celery.canvas import Signature
     from celery.exceptions import Reject
 
     from tasks.examples import DependencyDown, call_dependency
 
-    def broker_down(self: Any, *args: Any, **kwargs: Any) -> None:
-        raise ConnectionError("Error 111 connecting to the broker")
+    def publish_fails(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise error
 
-    monkeypatch.setattr(Signature, "apply_async", broker_down)
+    monkeypatch.setattr(Signature, "apply_async", publish_fails)
     task_id = str(uuid.uuid4())
     call_dependency.push_request(id=task_id, args=["http://x"], kwargs={}, retries=0, called_directly=False,
                                  delivery_info={"routing_key": "celery", "exchange": ""}, hostname="w@h")
     try:
-        with pytest.raises(Reject):
+        with pytest.raises(Reject) as raised:
             call_dependency.retry(exc=DependencyDown("http://x is unreachable"))
     finally:
         call_dependency.pop_request()
-    row = DeadLetter.objects.get(task_id=task_id)
-    assert row.reason == "rejected" and row.exception_type == "tasks.examples.DependencyDown"
-    assert row.args == ["http://x"] and "retry could not be published" in row.attempts[-1]["message"]
+    assert raised.value.requeue is requeued
+    if requeued:
+        assert not DeadLetter.objects.filter(task_id=task_id).exists()
+    else:
+        row = DeadLetter.objects.get(task_id=task_id)
+        assert row.reason == "rejected" and row.exception_type == "tasks.examples.DependencyDown"
+        assert row.args == ["http://x"] and "retry could not be published" in row.attempts[-1]["message"]
 
 
 def test_a_terminated_pool_process_neither_retries_nor_dead_letters(transactional_db: Any, monkeypatch: Any) -> None:
