@@ -80,7 +80,14 @@ class PlatformTask(Task):  # type: ignore[misc]
             return DeathReason.NON_RETRYABLE
         return DeathReason.MAX_RETRIES_EXCEEDED
 
+    def terminated_during_run(self) -> bool:
+        """True when this pool process received its terminate signal during the current run
+        (see ``terminating``). A process whose task swallowed the signal's SystemExit lives
+        on with billiard's flag set, so the flag alone would condemn every later run."""
+        return terminating() and not getattr(self.request, "dlq_terminated_before", False)
+
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        self.request.dlq_terminated_before = terminating()
         # A beat tick sent twice (two beats around a leader change) carries the same
         # schedule name and scheduled time: only the first message runs (see dlq/beat.py).
         schedule = getattr(self.request, "dlq_schedule", None)
@@ -99,7 +106,7 @@ class PlatformTask(Task):  # type: ignore[misc]
               eta: Any = None, countdown: Any = None, max_retries: int | None = None, **options: Any) -> Any:
         # Celery drops custom headers on retry (request.headers holds none of them under
         # protocol 2), so the attempt history and the dead-letter link are passed explicitly.
-        if exc is not None and terminating():
+        if exc is not None and self.terminated_during_run():
             # The parent cancelled this run (see ``terminating``): it will be delivered again,
             # so a retry published now would run the task twice.
             raise exc
@@ -142,7 +149,7 @@ class PlatformTask(Task):  # type: ignore[misc]
             resolve_or_spool(dead_letter_id=int(dead_letter_id), task_id=task_id)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo) -> None:
-        if self.dead_letter and not terminating():
+        if self.dead_letter and not self.terminated_during_run():
             capture_failure(self, exc, task_id, args, kwargs, einfo, reason=self.death_reason(exc))
         super().on_failure(exc, task_id, args, kwargs, einfo)
 

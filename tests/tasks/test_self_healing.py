@@ -290,6 +290,7 @@ def test_a_terminated_pool_process_neither_retries_nor_dead_letters(transactiona
     both done and dead-lettered (chaos F12)."""
     from billiard import common
     from celery.canvas import Signature
+    from celery.exceptions import Retry
 
     from tasks.examples import DependencyDown, call_dependency
 
@@ -307,3 +308,18 @@ def test_a_terminated_pool_process_neither_retries_nor_dead_letters(transactiona
         call_dependency.pop_request()
     assert published == []
     assert not DeadLetter.objects.filter(task_id=task_id).exists()
+
+    # The process lives on (the task swallowed the SystemExit) with billiard's flag still set:
+    # its next runs retry and dead-letter as usual.
+    next_id = str(uuid.uuid4())
+    call_dependency.push_request(id=next_id, args=["http://y"], kwargs={}, retries=0, called_directly=False,
+                                 delivery_info={"routing_key": "celery", "exchange": ""}, hostname="w@h")
+    try:
+        call_dependency.before_start(next_id, ["http://y"], {})
+        with pytest.raises(Retry):
+            call_dependency.retry(exc=DependencyDown("http://y is unreachable"))
+        call_dependency.on_failure(DependencyDown("y"), next_id, ["http://y"], {}, None)
+    finally:
+        call_dependency.pop_request()
+    assert len(published) == 1
+    assert DeadLetter.objects.filter(task_id=next_id).exists()
