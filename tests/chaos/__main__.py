@@ -2,7 +2,8 @@
 
 Prints one accounting row per scenario variant. Exit status 0 when every fault row passes
 (lost 0, both 0, duplicate dead letters 0, duplicate side effects of idempotent tasks 0) and
-every negative control reports a loss or a duplicate; 1 otherwise.
+every negative control reports a loss or a duplicate; 1 otherwise (also when a variant could
+not exercise its fault: verdict ERROR).
 """
 from __future__ import annotations
 
@@ -99,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         args.markdown.write_text(markdown(rows) + "\n")
     print(table(rows))
+    for row in rows:
+        if row.notes and row.expect != "not_covered":
+            print(f"{row.scenario} {row.variant}: {row.notes}")
     print("dup DL: duplicate dead letters; dup SE: duplicate side effects of idempotent tasks; "
           "dup SE*: of tasks not declared idempotent (at-least-once delivery, informational)")
-    bad = [r for r in rows if r.verdict in ("FAIL", "MISSED")]
+    bad = [r for r in rows if r.verdict in ("FAIL", "MISSED", "ERROR")]
     return 1 if bad else 0
 
 

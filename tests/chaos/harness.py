@@ -3,8 +3,8 @@ seeded tasks, one fault per run, quiescence, reconciliation, then one accounting
 
 The harness process itself is configured (``configure()``) *before* Django is imported:
 its settings point at the harness' services, never at the developer's or the test suite's.
-Every process it signals is one it started (by PID, or the process group of a worker it
-started).
+Every process it signals is one it started (by PID, or the process group of a worker or a
+``celery beat`` it started).
 """
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ CREATE INDEX IF NOT EXISTS chaos_effect_key ON chaos_effect (key);
 CREATE TABLE IF NOT EXISTS chaos_done (key text PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS chaos_tick (id bigserial PRIMARY KEY, name text NOT NULL, pid integer,
                                        at timestamptz NOT NULL DEFAULT now());
+-- The scheduled time a beat tick carried (dlq_scheduled_at); NULL when it carried none.
+ALTER TABLE chaos_tick ADD COLUMN IF NOT EXISTS scheduled_at bigint;
 """
 RESET = ("TRUNCATE chaos_effect, chaos_done, chaos_tick, dlq_effectkey, dlq_deadletterevent, dlq_deadletter, "
          "django_celery_results_taskresult RESTART IDENTITY CASCADE")
@@ -75,6 +77,9 @@ class Row:
     seconds: float = 0.0
     timed_out: bool = False
     expect: str = "pass"  # pass, detect (a negative control), broker_loss (F5), not_covered
+    #: Set when the variant did not exercise its fault as designed (e.g. no beat tick ran):
+    #: its zeros prove nothing, so it neither passes nor counts as a detection.
+    error: str = ""
     notes: str = ""
 
     @property
@@ -85,6 +90,8 @@ class Row:
     def verdict(self) -> str:
         if self.expect == "not_covered":
             return "NOT COVERED"
+        if self.error:
+            return "ERROR"
         if self.expect == "detect":
             return "DETECTED" if not self.clean else "MISSED"
         if self.expect == "broker_loss":
@@ -213,6 +220,57 @@ class ChaosWorker(Worker):
                 pass
 
 
+class ChaosBeat:
+    """One ``celery -A taskplatform beat`` process (``--max-interval 1``, the harness' env);
+    we own its process group. ``scheduler`` None: the one the settings select."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], label: str, scheduler: str | None = None) -> None:
+        self.env = env
+        self.scheduler = scheduler
+        self.log_path = workdir / "logs" / f"{label}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> "ChaosBeat":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [CELERY, "-A", "taskplatform", "beat", "-l", "info", "--pidfile=", "--max-interval", "1"]
+        if self.scheduler:
+            cmd += ["-S", self.scheduler]
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n==== start {time.strftime('%H:%M:%S')} {' '.join(cmd[1:])}\n".encode())
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the beat's process group: it dies without releasing its leader lock."""
+        if self.alive:
+            assert self.proc is not None
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.alive:
+            assert self.proc is not None
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            except ProcessLookupError:
+                pass
+
+
 class Run:
     """One scenario variant: what a fault function may touch."""
 
@@ -222,9 +280,14 @@ class Run:
         self.concurrency = concurrency
         self.label = label
         self.workers: list[ChaosWorker] = []
+        self.beats: list[ChaosBeat] = []
+        self._beats_lock = threading.Lock()  # no beat (re)starts once stop_beats() began
+        self._beats_stopped = False
         self.drained = threading.Event()  # set when the backlog is gone (faults stop repeating)
         self.rng = random.Random(f"{harness.seed}-{label}")
         self.events: list[str] = []
+        #: What a fault did, counted for the row's notes (e.g. leader kills).
+        self.counts: Counter[str] = Counter()
 
     @property
     def pg(self) -> EmbeddedPostgres:
@@ -248,6 +311,27 @@ class Run:
     @property
     def worker(self) -> ChaosWorker:
         return self.workers[-1]
+
+    def new_beat(self, scheduler: str | None = None, env: dict[str, str] | None = None) -> ChaosBeat:
+        beat = ChaosBeat(self.harness.workdir, {**self.env, **(env or {})}, f"{self.label}-beat-{len(self.beats)}",
+                         scheduler)
+        with self._beats_lock:
+            if not self._beats_stopped:
+                self.beats.append(beat.start())
+        return beat
+
+    def restart_beat(self, beat: ChaosBeat) -> None:
+        """SIGKILL ``beat`` and start it again (same scheduler, same log)."""
+        beat.kill()
+        with self._beats_lock:
+            if not self._beats_stopped:
+                beat.start()
+
+    def stop_beats(self) -> None:
+        with self._beats_lock:
+            self._beats_stopped = True
+        for beat in self.beats:
+            beat.stop()
 
     def sleep(self, seconds: float) -> bool:
         """Sleep; False when the backlog drained meanwhile (the fault loop should stop)."""
@@ -439,7 +523,10 @@ class Harness:
     def run(self, *, scenario: str, variant: str, fault_name: str, control: str, specs: list[TaskSpec],
             fault: Callable[[Run], None] | None, expect: str, env: dict[str, str] | None = None,
             workers: int = 1, timeout: float = 240.0, before: Callable[[Run], None] | None = None,
-            after: Callable[[Run], None] | None = None) -> Row:
+            after: Callable[[Run], None] | None = None,
+            account: Callable[[Run, Row], None] | None = None) -> Row:
+        """One variant. Without ``specs`` (F14: the load comes from beat) the fault runs its own
+        course, up to ``timeout``; ``account`` then replaces the per-task accounting."""
         label = f"{scenario}-{variant}"
         self.reset()
         run_env = {"CHAOS_CONTROL": control, **(env or {})}
@@ -461,8 +548,7 @@ class Harness:
             while time.monotonic() - started < timeout:
                 if thread is None or not thread.is_alive():
                     break
-                backlog = self.backlog()
-                if backlog == 0:
+                if specs and self.backlog() == 0:
                     run.drained.set()
                 time.sleep(0.5)
             run.drained.set()
@@ -477,16 +563,21 @@ class Harness:
             row.timed_out = not quiet
             if after is not None:
                 after(run)
-            self.account(specs, row)
+            if account is not None:
+                account(run, row)
+            else:
+                self.account(specs, row)
             for column, keys in row.examples.items():
                 run.log(f"{column}: {', '.join(keys)}")
         finally:
             run.drained.set()
+            run.stop_beats()
             for worker in run.workers:
                 worker.stop()
             self.ensure_services()
         row.seconds = round(time.monotonic() - started, 1)
-        row.notes = "; ".join(run.events[-3:]) if row.timed_out else ""
+        if row.timed_out:
+            row.notes = "; ".join([*filter(None, [row.notes]), *run.events[-3:]])
         return row
 
     @staticmethod

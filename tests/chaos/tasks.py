@@ -24,6 +24,9 @@ protection so that the harness can show it reports the loss:
 - ``no_spool``: a dead letter that cannot be written is dropped instead of spooled;
 - ``no_consumer_capture``: unknown and undecodable messages are dropped by Celery unrecorded;
 - ``not_idempotent``: the idempotency key is ignored (every run writes its effect).
+
+(F14's control, ``no_leader_lock``, is not read here: the harness starts its two beats with
+django-celery-beat's plain ``DatabaseScheduler``.)
 """
 from __future__ import annotations
 
@@ -148,10 +151,14 @@ def work(self: ChaosTask, key: str, kind: str, idempotent: bool = True, param: f
     return key
 
 
-@shared_task(base=ChaosTask, name="chaos.tick", ignore_result=True)
-def tick(name: str) -> None:
-    """Scheduled by beat (F14): every run is recorded; two runs of one tick are a duplicate."""
+@shared_task(base=ChaosTask, name="chaos.tick", bind=True, ignore_result=True)
+def tick(self: ChaosTask, name: str) -> None:
+    """Scheduled by beat (F14): every run is recorded with the scheduled time its message
+    carried (``dlq_scheduled_at``, set by ``dlq.beat.LeaderDatabaseScheduler``; None from a
+    plain scheduler). Two runs of one scheduled time are a duplicate."""
     from django.db import connection
 
+    scheduled_at = getattr(self.request, "dlq_scheduled_at", None)
     with connection.cursor() as cur:
-        cur.execute("INSERT INTO chaos_tick (name, pid) VALUES (%s, %s)", [name, os.getpid()])
+        cur.execute("INSERT INTO chaos_tick (name, pid, scheduled_at) VALUES (%s, %s, %s)",
+                    [name, os.getpid(), None if scheduled_at is None else int(scheduled_at)])
