@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from billiard.common import terminate_handler_fired
 from billiard.einfo import ExceptionInfo
 from celery import Task
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TimeLimitExceeded
@@ -81,13 +82,22 @@ class PlatformTask(Task):  # type: ignore[misc]
         return DeathReason.MAX_RETRIES_EXCEEDED
 
     def terminated_during_run(self) -> bool:
-        """True when this pool process received its terminate signal during the current run
-        (see ``terminating``). A process whose task swallowed the signal's SystemExit lives
-        on with billiard's flag set, so the flag alone would condemn every later run."""
-        return terminating() and not getattr(self.request, "dlq_terminated_before", False)
+        """True when this pool process received its terminate signal during the current run.
+
+        The worker's main process sends it when it cancels a late-ack task after losing the
+        broker connection (``worker_cancel_long_running_tasks_on_connection_loss``: the
+        message is delivered again), at a hard time limit (the main process records that dead
+        letter), or for ``revoke(terminate=True)``. The signal raises ``SystemExit`` inside the
+        task; code that turns it into another exception (a ``finally`` that talks to a broker
+        that is down) must not make this process publish a retry or record a dead letter: the
+        main process decides what becomes of the message. billiard's flag stays set in a
+        process whose task swallowed the SystemExit, so it is compared with its value when
+        the run started (``before_start``).
+        """
+        return terminate_handler_fired() and not getattr(self.request, "dlq_terminated_before", False)
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
-        self.request.dlq_terminated_before = terminating()
+        self.request.dlq_terminated_before = terminate_handler_fired()
         # A beat tick sent twice (two beats around a leader change) carries the same
         # schedule name and scheduled time: only the first message runs (see dlq/beat.py).
         schedule = getattr(self.request, "dlq_schedule", None)
@@ -107,7 +117,7 @@ class PlatformTask(Task):  # type: ignore[misc]
         # Celery drops custom headers on retry (request.headers holds none of them under
         # protocol 2), so the attempt history and the dead-letter link are passed explicitly.
         if exc is not None and self.terminated_during_run():
-            # The parent cancelled this run (see ``terminating``): it will be delivered again,
+            # The parent cancelled this run (see ``terminated_during_run``): it comes back,
             # so a retry published now would run the task twice.
             raise exc
         headers = dict(options.pop("headers", None) or {})
@@ -152,22 +162,6 @@ class PlatformTask(Task):  # type: ignore[misc]
         if self.dead_letter and not self.terminated_during_run():
             capture_failure(self, exc, task_id, args, kwargs, einfo, reason=self.death_reason(exc))
         super().on_failure(exc, task_id, args, kwargs, einfo)
-
-
-def terminating() -> bool:
-    """True in a pool process that received its terminate signal while running a task.
-
-    The worker's main process sends it when it cancels a late-ack task after losing the
-    broker connection (``worker_cancel_long_running_tasks_on_connection_loss``: the message
-    is delivered again), at a hard time limit (the main process records that dead letter),
-    or for ``revoke(terminate=True)``. The signal raises ``SystemExit`` inside the task; code
-    that turns it into another exception (a ``finally`` that talks to a broker that is down)
-    must not make this process publish a retry or record a dead letter: the main process
-    decides what becomes of the message. Called only on the failure path.
-    """
-    from billiard.common import terminate_handler_fired
-
-    return terminate_handler_fired()
 
 
 def capture_failure(task: Task, exc: BaseException, task_id: str, args: Any, kwargs: Any,

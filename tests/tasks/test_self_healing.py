@@ -246,6 +246,12 @@ def test_bulk_redrive_pauses_at_the_mark_instead_of_flooding(transactional_db: A
     redis_client().delete(queue)
 
 
+def push_delivered_request(task: Any, task_id: str, args: list[Any]) -> None:
+    """The request a worker's pool process would run ``task`` with (first delivery)."""
+    task.push_request(id=task_id, args=args, kwargs={}, retries=0, called_directly=False,
+                      delivery_info={"routing_key": "celery", "exchange": ""}, hostname="w@h")
+
+
 @pytest.mark.parametrize("error, requeued", [
     (ConnectionError("Error 111 connecting to the broker"), True),
     (TypeError("Object of type Decimal is not JSON serializable"), False),
@@ -267,8 +273,7 @@ def test_a_retry_that_cannot_be_published_is_handed_back_or_dead_lettered_never_
 
     monkeypatch.setattr(Signature, "apply_async", publish_fails)
     task_id = str(uuid.uuid4())
-    call_dependency.push_request(id=task_id, args=["http://x"], kwargs={}, retries=0, called_directly=False,
-                                 delivery_info={"routing_key": "celery", "exchange": ""}, hostname="w@h")
+    push_delivered_request(call_dependency, task_id, ["http://x"])
     try:
         with pytest.raises(Reject) as raised:
             call_dependency.retry(exc=DependencyDown("http://x is unreachable"))
@@ -298,8 +303,7 @@ def test_a_terminated_pool_process_neither_retries_nor_dead_letters(transactiona
     monkeypatch.setattr(Signature, "apply_async", lambda self, *a, **k: published.append(self))
     monkeypatch.setattr(common, "_should_have_exited", [True])  # what billiard's _shutdown_cleanup sets
     task_id = str(uuid.uuid4())
-    call_dependency.push_request(id=task_id, args=["http://x"], kwargs={}, retries=0, called_directly=False,
-                                 delivery_info={"routing_key": "celery", "exchange": ""}, hostname="w@h")
+    push_delivered_request(call_dependency, task_id, ["http://x"])
     try:
         with pytest.raises(DependencyDown):
             call_dependency.retry(exc=DependencyDown("cleanup failed while the broker was down"))
@@ -312,8 +316,7 @@ def test_a_terminated_pool_process_neither_retries_nor_dead_letters(transactiona
     # The process lives on (the task swallowed the SystemExit) with billiard's flag still set:
     # its next runs retry and dead-letter as usual.
     next_id = str(uuid.uuid4())
-    call_dependency.push_request(id=next_id, args=["http://y"], kwargs={}, retries=0, called_directly=False,
-                                 delivery_info={"routing_key": "celery", "exchange": ""}, hostname="w@h")
+    push_delivered_request(call_dependency, next_id, ["http://y"])
     try:
         call_dependency.before_start(next_id, ["http://y"], {})
         with pytest.raises(Retry):
