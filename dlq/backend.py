@@ -5,14 +5,21 @@ Celery stores FAILURE *before* it calls ``on_failure`` and sends ``task_failure`
 neither hook runs, and the acks-late message is still acked: the failure would vanish.
 Here a result that cannot be stored is logged and dropped instead, so the dead-letter
 capture runs (and spools). Results are informational; dead letters are the record.
+
+Like Celery's key-value backends (``BaseKeyValueStoreBackend._store_result``), a stored
+SUCCESS is never overwritten: a retry published with a zero countdown can run and succeed
+before the retrying process stores RETRY for the same task id, and a redelivered run can
+end after the first one succeeded. django-celery-results would let the later write win.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from celery import states
 from django.db import DatabaseError, InterfaceError
 from django_celery_results.backends.database import DatabaseBackend
+from django_celery_results.models import TaskResult
 
 logger = logging.getLogger("dlq.backend")
 
@@ -29,3 +36,12 @@ class ResilientDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
 
             _reset_connection()
             return result
+
+    def _store_result(self, task_id: str, result: Any, status: str, traceback: Any = None, request: Any = None,
+                      using: Any = None) -> Any:
+        # One indexed lookup, only for states that could regress a SUCCESS (never on the
+        # success path itself).
+        if status != states.SUCCESS and TaskResult.objects.using(using).filter(
+                task_id=task_id, status=states.SUCCESS).exists():
+            return result
+        return super()._store_result(task_id, result, status, traceback=traceback, request=request, using=using)

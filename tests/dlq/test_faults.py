@@ -97,3 +97,25 @@ def test_file_spool_when_redis_is_down_too(transactional_db: Any, settings: Any,
     assert spool.drain() == 1
     assert DeadLetter.objects.filter(task_id="file-1").count() == 1
     assert list((tmp_path / "spool").glob("*.json")) == []
+
+
+def test_a_stored_success_is_not_overwritten_by_a_late_retry_or_failure(transactional_db: Any) -> None:
+    """A retry with a zero countdown can run and succeed before the retrying process stores
+    RETRY for the same task id (seen in the suite); the result must stay SUCCESS, as Celery's
+    key-value backends keep it."""
+    import uuid
+
+    from celery import states
+    from django_celery_results.models import TaskResult
+
+    from taskplatform.celery import app
+
+    task_id = str(uuid.uuid4())
+    app.backend.store_result(task_id, 2, states.SUCCESS)
+    app.backend.store_result(task_id, {"exc_type": "TransientError"}, states.RETRY)
+    app.backend.store_result(task_id, {"exc_type": "TransientError"}, states.FAILURE)
+    assert TaskResult.objects.get(task_id=task_id).status == states.SUCCESS
+    other = str(uuid.uuid4())
+    app.backend.store_result(other, {"exc_type": "TransientError"}, states.RETRY)
+    app.backend.store_result(other, 3, states.SUCCESS)
+    assert TaskResult.objects.get(task_id=other).status == states.SUCCESS
