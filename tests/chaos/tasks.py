@@ -140,14 +140,16 @@ def work(self: ChaosTask, key: str, kind: str, idempotent: bool = True, param: f
     from tasks.redis import redis_client
 
     busy = redis_client()
-    busy.sadd(BUSY_KEY, os.getpid())  # lets the F1 fault aim at a process that is running a task
+    # Lets the F1 fault aim at a process whose task has not written its effect yet: a kill
+    # there is what early acks lose (a kill after the effect proves nothing for the control).
+    busy.sadd(BUSY_KEY, os.getpid())
     try:
         time.sleep(random.uniform(WORK_MIN, WORK_MAX))
         record_effect(key, bool(idempotent))
-        # Work after the side effect: a kill here redelivers a task whose effect is already done.
-        time.sleep(random.uniform(WORK_MIN, WORK_MAX) / 2)
     finally:
         busy.srem(BUSY_KEY, os.getpid())
+    # Work after the side effect: a kill here redelivers a task whose effect is already done.
+    time.sleep(random.uniform(WORK_MIN, WORK_MAX) / 2)
     return key
 
 
