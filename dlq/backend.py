@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from celery import states
-from django.db import DatabaseError, InterfaceError
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, transaction
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
 
@@ -39,9 +39,18 @@ class ResilientDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
 
     def _store_result(self, task_id: str, result: Any, status: str, traceback: Any = None, request: Any = None,
                       using: Any = None) -> Any:
-        # One indexed lookup, only for states that could regress a SUCCESS (never on the
-        # success path itself).
-        if status != states.SUCCESS and TaskResult.objects.using(using).filter(
-                task_id=task_id, status=states.SUCCESS).exists():
-            return result
-        return super()._store_result(task_id, result, status, traceback=traceback, request=request, using=using)
+        if status == states.SUCCESS:  # the success path pays nothing extra
+            return super()._store_result(task_id, result, status, traceback=traceback, request=request, using=using)
+        # Check and write under the row's lock: the row is created first if missing (a
+        # concurrent SUCCESS insert then waits for us, or we see it), so a SUCCESS stored or
+        # being stored by another process is never overwritten by this state.
+        using = using or DEFAULT_DB_ALIAS
+        with transaction.atomic(using=using):
+            TaskResult.objects.using(using).bulk_create(
+                [TaskResult(task_id=task_id, status=states.PENDING)], ignore_conflicts=True)
+            current = (TaskResult.objects.using(using).select_for_update().filter(task_id=task_id)
+                       .values_list("status", flat=True).first())
+            if current == states.SUCCESS:
+                return result
+            return super()._store_result(task_id, result, status, traceback=traceback, request=request,
+                                         using=using)

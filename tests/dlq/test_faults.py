@@ -119,3 +119,34 @@ def test_a_stored_success_is_not_overwritten_by_a_late_retry_or_failure(transact
     app.backend.store_result(other, {"exc_type": "TransientError"}, states.RETRY)
     app.backend.store_result(other, 3, states.SUCCESS)
     assert TaskResult.objects.get(task_id=other).status == states.SUCCESS
+
+
+def test_success_and_a_late_retry_stored_concurrently_end_as_success(transactional_db: Any) -> None:
+    """The race itself: the retried run's SUCCESS and the retrying run's RETRY written at the
+    same moment from two connections, many times over."""
+    import threading
+    import uuid
+
+    from celery import states
+    from django.db import connection
+    from django_celery_results.models import TaskResult
+
+    from taskplatform.celery import app
+
+    ids = [str(uuid.uuid4()) for _ in range(30)]
+    for task_id in ids:
+        barrier = threading.Barrier(2)
+
+        def store(state: str, value: Any, task_id: str = task_id, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            app.backend.store_result(task_id, value, state)
+            connection.close()
+
+        threads = [threading.Thread(target=store, args=(states.SUCCESS, 2)),
+                   threading.Thread(target=store, args=(states.RETRY, {"exc_type": "TransientError"}))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert dict(TaskResult.objects.filter(task_id__in=ids).values_list("task_id", "status")) == \
+        {task_id: states.SUCCESS for task_id in ids}
