@@ -5,15 +5,16 @@ one beat process at a time.
   token; the leader renews it on every tick, a follower ticks without sending anything and
   takes over once the key expires (the leader died or froze). The new leader re-reads the
   schedule (``last_run_at``) from the database, which the leader syncs after every send
-  (``beat_sync_every = 1``).
+  (``beat_sync_every = 1``), and sends each overdue entry once.
 - **Scheduled time**: every message carries ``dlq_schedule`` (the entry name) and
-  ``dlq_scheduled_at`` (the time it was due, from the persisted ``last_run_at``). A takeover
+  ``dlq_scheduled_at`` (the slot, named by the persisted ``last_run_at``). A takeover
   racing a frozen leader that wakes up can still send one tick twice; the two messages
   carry the same scheduled time, and ``PlatformTask.before_start`` runs only the first
   (a Redis ``SET NX`` on schedule + scheduled time).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
@@ -47,14 +48,11 @@ return 0
 
 
 def scheduled_time(entry: Any) -> int:
-    """When ``entry`` was due: its persisted ``last_run_at`` plus what its schedule says
-    remained then. Identical in two beats that read the same row."""
+    """The slot ``entry`` is sent for, named by its persisted ``last_run_at`` (the run
+    before this one; 0 before the first run). Two beats that read the same row name the
+    same slot; the leader advances ``last_run_at`` and syncs it after every send."""
     last = entry.last_run_at
-    if last is None:
-        return 0
-    remaining = entry.schedule.remaining_estimate(last)
-    due = last + (remaining if remaining > timedelta(0) else timedelta(0))
-    return int(due.timestamp())
+    return int(last.timestamp()) if last is not None else 0
 
 
 class LeaderDatabaseScheduler(DatabaseScheduler):  # type: ignore[misc]
@@ -84,13 +82,22 @@ class LeaderDatabaseScheduler(DatabaseScheduler):  # type: ignore[misc]
     def tick(self, *args: Any, **kwargs: Any) -> float:
         if not self._hold_lock():
             return min(self.lock_ttl / 3, self.max_interval)
+        if self._heap is None:
+            # Build the first heap here. Scheduler.tick builds it without asking
+            # schedules_equal, so a re-read of the schedule during that build (a takeover
+            # forces one) leaves django-celery-beat's _heap_invalidated set: the next tick
+            # would rebuild the heap from entries whose last_run_at predates the send just
+            # made, and send the same overdue slot again.
+            self.old_schedulers = copy.copy(self.schedule)
+            self.populate_heap()
+            self._heap_invalidated = False
         interval = super().tick(*args, **kwargs)
         return min(interval, self.lock_ttl / 3)
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
         # celery.beat.Scheduler.apply_async, plus the schedule headers (computed before
         # reserve() moves last_run_at).
-        due = scheduled_time(entry)
+        slot = scheduled_time(entry)
         entry = self.reserve(entry) if advance else entry
         task = self.app.tasks.get(entry.task)
         try:
@@ -98,7 +105,7 @@ class LeaderDatabaseScheduler(DatabaseScheduler):  # type: ignore[misc]
             entry_kwargs = _evaluate_entry_kwargs(entry.kwargs)
             options = entry.options.copy()
             headers = options.setdefault("headers", {})
-            headers.update({"celery_beat_task": True, SCHEDULE_HEADER: entry.name, SCHEDULED_AT_HEADER: due})
+            headers.update({"celery_beat_task": True, SCHEDULE_HEADER: entry.name, SCHEDULED_AT_HEADER: slot})
             if task:
                 return task.apply_async(entry_args, entry_kwargs, producer=producer, **options)
             return self.send_task(entry.task, entry_args, entry_kwargs, producer=producer, **options)

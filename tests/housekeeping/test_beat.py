@@ -76,3 +76,41 @@ def test_a_tick_sent_twice_runs_once(live_worker: Any) -> None:
     beat_probe.apply_async(headers=headers, task_id=first.id)  # a redelivery of the first message
     time.sleep(2)
     assert client.hget("beat-probe:runs", "1234567890") == b"2"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_leader_sends_an_overdue_tick_once() -> None:
+    """The first ticks after a takeover, in process: the new leader re-reads the schedule and
+    sends the overdue entry once, not once per heap rebuild (it used to send it twice, about
+    15 ms apart, with the same scheduled time)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from dlq.beat import LOCK_KEY, LeaderDatabaseScheduler, scheduled_time
+    from taskplatform.celery import app
+    from tasks.redis import redis_client
+
+    redis_client().delete(LOCK_KEY)
+    every, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="overdue probe", task="tasks.examples.beat_probe", interval=every,
+                                last_run_at=timezone.now() - timedelta(seconds=10))
+    sent: list[int] = []
+
+    class Recording(LeaderDatabaseScheduler):
+        def apply_entry(self, entry: Any, producer: Any = None) -> None:
+            if entry.name == "overdue probe":
+                sent.append(scheduled_time(entry))
+            self._tasks_since_sync += 1
+            self._do_sync()
+
+    scheduler = Recording(app=app)
+    try:
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            time.sleep(max(0.0, min(scheduler.tick(), 0.1)))
+    finally:
+        scheduler.close()
+    assert len(sent) >= 2, sent
+    assert len(sent) == len(set(sent)), f"a scheduled time was sent twice: {sent}"
