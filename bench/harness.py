@@ -2,7 +2,7 @@
 
 ``configure()`` runs before Django is imported: it points this process (and the workers it
 starts) at a database and a Redis database of the benchmark's own, on the servers given by
-``DATABASE_URL`` / ``CELERY_BROKER_URL`` (a database ``<name>_bench`` and Redis db 5), or on
+``DATABASE_URL`` / ``CELERY_BROKER_URL`` (a database ``<name>_bench`` and Redis db 5, or ``BENCH_REDIS_DB``), or on
 an embedded Postgres/Redis started here on free ports when no URLs are set.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_REDIS_DB = 5
+# Redis database of the bench; BENCH_REDIS_DB lets two benches share one server side by side.
+BENCH_REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "5"))
 
 
 @dataclass
