@@ -229,13 +229,16 @@ def dead_letter_update(
 def publish_requeues(items: list[tuple[DeadLetter, str, str]]) -> None:
     """Publish ``(row, new_task_id, queue)`` messages on one producer connection: on Redis,
     ready-made messages in pipelined batches (``dlq.publish``), else one ``send_task`` each."""
-    from dlq.publish import OutgoingTask, publish_tasks
+    from dlq.publish import publish_tasks
 
-    publish_tasks([
-        OutgoingTask(row.task_name, row.args or [], row.kwargs or {}, task_id, queue or None,
-                     {DEAD_LETTER_HEADER: row.pk})
-        for row, task_id, queue in items
-    ])
+    publish_tasks([_outgoing(row.pk, row.task_name, row.args, row.kwargs, task_id, queue)
+                   for row, task_id, queue in items])
+
+
+def _outgoing(pk: int, task_name: str, args: Any, kwargs: Any, task_id: str, queue: str | None) -> Any:
+    from dlq.publish import OutgoingTask
+
+    return OutgoingTask(task_name, args or [], kwargs or {}, task_id, queue or None, {DEAD_LETTER_HEADER: pk})
 
 
 def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", queue: str | None = None,
@@ -477,21 +480,43 @@ def redrive_job_run(*, job_id: int, batch_size: int = 1000, time_budget: float =
     if job.status == RedriveJobStatus.PENDING:
         job.status, job.started_at = RedriveJobStatus.RUNNING, timezone.now()
         job.save(update_fields=["status", "started_at"])
+    if job.action != BulkAction.REQUEUE:
+        _run_batches(job, token, batch_size=batch_size, deadline=deadline, sleep=sleep)
+    else:
+        from dlq.publish import publish_context
+
+        # One producer and Redis connection for every batch of this run.
+        with publish_context() as publisher:
+            job.publisher = publisher  # type: ignore[attr-defined]
+            try:
+                _run_batches(job, token, batch_size=batch_size, deadline=deadline, sleep=sleep)
+            finally:
+                job.publisher = None  # type: ignore[attr-defined]
+    job.refresh_from_db()
+    return job
+
+
+def _run_batches(job: RedriveJob, token: str, *, batch_size: int, deadline: float, sleep: Any) -> None:
+    import time
+
+    job_id = job.pk
     if job.pending_publish:
         _publish_job_batch(job, resume=True)
     per_batch = batch_size if not job.rate_limit else max(1, min(batch_size, int(job.rate_limit)))
     while True:
         started = time.monotonic()
-        if not _claim(job_id, token):
-            break  # cancelled, finished elsewhere, or the lease was lost
         if job.action == BulkAction.REQUEUE and not _queues_have_room(job, per_batch):
-            # Backpressure: pause rather than push a queue over its high-water mark.
+            # Backpressure: pause rather than push a queue over its high-water mark (keeping the lease).
+            if not _claim(job_id, token):
+                break
             if time.monotonic() > deadline:
                 RedriveJob.objects.filter(pk=job_id, runner=token).update(runner="", heartbeat_at=None)
                 break
             sleep(1.0)
             continue
-        processed = _job_batch(job, per_batch)
+        # The lease is checked and renewed under the job's row lock in _job_batch: cancelled,
+        # finished elsewhere, or the lease lost all end the run there.
+        processed = _job_batch(job, per_batch, token=token)
         if processed is None:
             break
         if job.action == BulkAction.REQUEUE:
@@ -503,8 +528,6 @@ def redrive_job_run(*, job_id: int, batch_size: int = 1000, time_budget: float =
         if time.monotonic() > deadline:
             RedriveJob.objects.filter(pk=job_id, runner=token).update(runner="", heartbeat_at=None)
             break
-    job.refresh_from_db()
-    return job
 
 
 def _queues_have_room(job: RedriveJob, size: int) -> bool:
@@ -512,6 +535,8 @@ def _queues_have_room(job: RedriveJob, size: int) -> bool:
 
     from tasks.backpressure import QueueFull, check_capacity
 
+    if settings.QUEUE_HIGH_WATER_MARK <= 0 and all(int(m) <= 0 for m in settings.QUEUE_HIGH_WATER_MARKS.values()):
+        return True  # backpressure is off for every queue: no need to read the next batch's queues
     if job.queue:
         queues = {job.queue}
     else:
@@ -527,11 +552,18 @@ def _queues_have_room(job: RedriveJob, size: int) -> bool:
 
 
 @transaction.atomic
-def _job_batch(job: RedriveJob, size: int) -> int | None:
-    """Move the next batch; returns how many ids it covered, or None when the job is over."""
+def _job_batch(job: RedriveJob, size: int, *, token: str | None = None) -> int | None:
+    """Move the next batch; returns how many ids it covered, or None when the job is over
+    (or, with ``token``, when this runner no longer holds the lease: ``_claim``'s rule,
+    checked under the job's row lock and renewed in the same transaction)."""
     locked = RedriveJob.objects.select_for_update().get(pk=job.pk)
     if locked.status != RedriveJobStatus.RUNNING:
         return None
+    if token is not None:
+        stale = timezone.now() - timedelta(seconds=LEASE_SECONDS)
+        if locked.runner not in ("", token) and locked.heartbeat_at is not None and locked.heartbeat_at >= stale:
+            return None  # another runner took the job over
+        locked.runner = token
     selection = _selection(job.action, job.ids, _job_filters(job))
     ids = list(selection.filter(pk__gt=locked.last_id, pk__lte=locked.max_id).order_by("pk")
                .values_list("pk", flat=True)[:size])
@@ -543,63 +575,74 @@ def _job_batch(job: RedriveJob, size: int) -> int | None:
                     extra={"job_id": job.pk})
         job.status = locked.status
         return None
-    eligible = ELIGIBLE[BulkAction(job.action)]
-    # Lock and read only what the events need; no model instances (this is the hot loop of
-    # a 100k-row redrive).
-    rows = list(DeadLetter.objects.select_for_update(of=("self",)).filter(pk__in=ids, status__in=eligible)
-                .order_by("pk").values_list("pk", "status", "requeue_count", "queue", "task_name", "args", "kwargs"))
+    eligible = list(ELIGIBLE[BulkAction(job.action)])
     to_status = {BulkAction.REQUEUE: DeadLetterStatus.REQUEUED, BulkAction.DISCARD: DeadLetterStatus.DISCARDED,
                  BulkAction.RESOLVE: DeadLetterStatus.RESOLVED}[BulkAction(job.action)]
-    events: list[tuple[int, dict[str, Any]]] = []
+    moved = _move_batch(job, ids, eligible, to_status)
     pending: list[list[Any]] = []
-    to_publish: list[tuple[DeadLetter, str, str]] = []
-    for pk, status, requeue_count, queue, task_name, args, kwargs in rows:
-        diff: dict[str, Any] = {"status": [status, to_status], "job": [None, job.pk]}
-        if job.action == BulkAction.REQUEUE:
-            new_task_id = str(uuid.uuid4())
-            diff["requeue_count"] = [requeue_count, requeue_count + 1]
-            diff["task_id"] = [None, new_task_id]
-            if job.queue and job.queue != queue:
-                diff["queue"] = [queue, job.queue]
-            pending.append([pk, new_task_id])
-            message = DeadLetter(pk=pk, task_name=task_name, args=args, kwargs=kwargs, queue=queue)
-            to_publish.append((message, new_task_id, job.queue or queue))
-        events.append((pk, diff))
-    if job.action == BulkAction.REQUEUE and pending:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {DeadLetter._meta.db_table} AS d SET status = %s, version = d.version + 1, "
-                "requeue_count = d.requeue_count + 1, last_requeued_task_id = v.task_id, updated_at = now() "
-                "FROM unnest(%s::bigint[], %s::text[]) AS v(id, task_id) WHERE d.id = v.id",
-                [to_status, [p[0] for p in pending], [p[1] for p in pending]],
-            )
-    elif rows:
-        DeadLetter.objects.filter(pk__in=[r[0] for r in rows]).update(
-            status=to_status, version=F("version") + 1, updated_at=timezone.now())
-    _copy_events(events, actor=job.actor, action=job.action, reason=job.reason)
+    if job.action == BulkAction.REQUEUE:
+        pending = [[pk, task_id] for pk, task_id, *_ in moved]
+        job.to_publish = [  # type: ignore[attr-defined]  (the batch just moved, for _publish_job_batch)
+            _outgoing(pk, task_name, json.loads(args) if args is not None else None,
+                      json.loads(kwargs) if kwargs is not None else None, task_id, job.queue or queue)
+            for pk, task_id, task_name, queue, args, kwargs in moved]
     locked.last_id = ids[-1]
-    locked.done += len(rows)
-    locked.failed += len(ids) - len(rows)
+    locked.done += len(moved)
+    locked.failed += len(ids) - len(moved)
     locked.pending_publish = pending
     locked.heartbeat_at = timezone.now()
-    locked.save(update_fields=["last_id", "done", "failed", "pending_publish", "heartbeat_at"])
+    locked.save(update_fields=["last_id", "done", "failed", "pending_publish", "heartbeat_at", "runner"])
     job.last_id, job.pending_publish = locked.last_id, pending
-    job.to_publish = to_publish  # type: ignore[attr-defined]  (the batch just moved, for _publish_job_batch)
     return len(ids)
 
 
-def _copy_events(events: list[tuple[int, dict[str, Any]]], *, actor: str, action: str, reason: str) -> None:
-    """A batch's audit events in one ``COPY`` (the same rows ``bulk_create`` would insert)."""
-    if not events:
-        return
-    now = timezone.now()
-    table = DeadLetterEvent._meta.db_table
+def _move_batch(job: RedriveJob, ids: list[int], eligible: list[str], to_status: str) -> list[tuple[Any, ...]]:
+    """Move the rows of ``ids`` still in an eligible status to ``to_status`` and write their
+    audit events: ONE statement, an ``UPDATE ... WHERE id = ANY(...) AND status = ANY(...)
+    RETURNING`` whose rows feed the events' ``INSERT`` (a data-modifying CTE). A row changed
+    concurrently (a single requeue or discard) is re-checked by the UPDATE after its lock
+    wait and skipped. Requeues get their new task id from ``gen_random_uuid()``. Returns, per
+    moved row in id order, ``(id, new_task_id, task_name, queue, args, kwargs)`` with
+    args/kwargs as JSON text (new_task_id is '' for other actions)."""
+    table, events = DeadLetter._meta.db_table, DeadLetterEvent._meta.db_table
+    requeue = job.action == BulkAction.REQUEUE
+    if len(eligible) == 1:
+        # One eligible status: it is the status every moved row had (no self-join needed).
+        source, before, where = "", "%(before)s::text", "d.id = ANY(%(ids)s) AND d.status = %(before)s"
+    else:
+        source = (f" FROM (SELECT id, status FROM {table} WHERE id = ANY(%(ids)s) AND status = ANY(%(eligible)s) "
+                  "FOR UPDATE) AS old")
+        before, where = "m.before", "d.id = old.id AND d.status = ANY(%(eligible)s)"
+    before_returning = ", old.status AS before" if source else ""
+    set_requeue = (", requeue_count = d.requeue_count + 1, last_requeued_task_id = gen_random_uuid()::text"
+                   if requeue else "")
+    diff = ("jsonb_build_object('status', jsonb_build_array(" + before + ", %(to)s::text), "
+            "'job', jsonb_build_array(NULL, %(job)s::bigint))")
+    if requeue:
+        diff += (" || jsonb_build_object('requeue_count', jsonb_build_array(m.requeue_count - 1, m.requeue_count), "
+                 "'task_id', jsonb_build_array(NULL, m.last_requeued_task_id))"
+                 " || CASE WHEN %(queue)s <> '' AND %(queue)s <> m.queue "
+                 "THEN jsonb_build_object('queue', jsonb_build_array(m.queue, %(queue)s::text)) ELSE '{}'::jsonb END")
+    query = f"""
+        WITH moved AS (
+            UPDATE {table} AS d SET status = %(to)s, version = d.version + 1, updated_at = now(){set_requeue}
+            {source} WHERE {where}
+            RETURNING d.id, d.requeue_count, d.last_requeued_task_id, d.task_name, d.queue, d.args, d.kwargs
+                {before_returning}
+        ), events AS (
+            INSERT INTO {events} (dead_letter_id, actor, action, reason, diff, created_at)
+            SELECT m.id, %(actor)s, %(action)s, %(reason)s, {diff}, now() FROM moved AS m
+        )
+        SELECT id, last_requeued_task_id, task_name, queue, args::text, kwargs::text FROM moved ORDER BY id
+    """
+    params = {"ids": ids, "eligible": eligible, "before": eligible[0], "to": to_status, "job": job.pk,
+              "queue": job.queue or "", "actor": job.actor, "action": job.action, "reason": job.reason}
     with connection.cursor() as cursor:
-        with cursor.cursor.copy(
-            f"COPY {table} (dead_letter_id, actor, action, reason, diff, created_at) FROM STDIN"
-        ) as copy:
-            for pk, diff in events:
-                copy.write_row((pk, actor, action, reason, json.dumps(diff), now))
+        cursor.execute(query, params)
+        rows = cursor.fetchall()
+    if not requeue:
+        rows = [(pk, "", *rest) for pk, _, *rest in rows]
+    return rows
 
 
 def _job_filters(job: RedriveJob) -> dict[str, Any]:
@@ -612,7 +655,9 @@ def _publish_job_batch(job: RedriveJob, *, resume: bool = False) -> None:
     """Publish the batch recorded in ``pending_publish``, then clear it. On ``resume`` (a
     previous runner crashed between commit and clear), skip what already reached the broker
     and re-read the rows; otherwise publish what ``_job_batch`` just moved (no second read)."""
-    items: list[tuple[DeadLetter, str, str]] = getattr(job, "to_publish", None) or []
+    from dlq.publish import publish_tasks
+
+    items: list[Any] = getattr(job, "to_publish", None) or []
     if resume or not items:
         pending = [(int(pk), str(tid)) for pk, tid in job.pending_publish]
         if resume:
@@ -620,10 +665,11 @@ def _publish_job_batch(job: RedriveJob, *, resume: bool = False) -> None:
             pending = [(pk, tid) for pk, tid in pending if tid not in published]
         rows = {r.pk: r for r in DeadLetter.objects.only("task_name", "args", "kwargs", "queue", "status",
                                                          "last_requeued_task_id").filter(pk__in=[pk for pk, _ in pending])}
-        items = [(rows[pk], tid, job.queue or rows[pk].queue) for pk, tid in pending
+        items = [_outgoing(pk, rows[pk].task_name, rows[pk].args, rows[pk].kwargs, tid, job.queue or rows[pk].queue)
+                 for pk, tid in pending
                  if pk in rows and rows[pk].status == DeadLetterStatus.REQUEUED and rows[pk].last_requeued_task_id == tid]
     job.to_publish = []  # type: ignore[attr-defined]
-    publish_requeues(items)
+    publish_tasks(items, context=getattr(job, "publisher", None))
     RedriveJob.objects.filter(pk=job.pk).update(pending_publish=[])
     from dlq.metrics import incr
 
@@ -631,9 +677,16 @@ def _publish_job_batch(job: RedriveJob, *, resume: bool = False) -> None:
     job.pending_publish = []
 
 
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def already_published(task_ids: list[str]) -> set[str]:
     """Which of ``task_ids`` reached the broker or a worker: a stored result, or (Redis
-    broker) a message waiting in a queue or unacked. Used only when resuming a crashed job."""
+    broker) a message waiting in a queue or unacked. Used only when resuming a crashed job.
+
+    Each message is scanned once for the UUIDs it holds and those are looked up in the
+    wanted set (the ids checked here are all UUIDs: ``gen_random_uuid()``/``uuid4``). The
+    queues are read whole into memory (a known cost of this rare path)."""
     from django_celery_results.models import TaskResult
 
     from taskplatform.celery import app
@@ -647,10 +700,15 @@ def already_published(task_ids: list[str]) -> set[str]:
         keys = [k for k in client.scan_iter(count=1000) if client.type(k) in (b"list", "list")]
         blobs = [m for k in keys for m in client.lrange(k, 0, -1)]
         blobs += list(client.hvals("unacked")) if client.exists("unacked") else []
+    wanted_bytes = {t.encode(): t for t in wanted - found if _UUID.fullmatch(t.encode())}
+    non_uuid = [t for t in wanted - found if t.encode() not in wanted_bytes]
     for blob in blobs:
-        text = blob.decode("utf-8", "replace") if isinstance(blob, bytes) else str(blob)
-        for task_id in wanted - found:
-            if task_id in text:
+        data = blob if isinstance(blob, bytes) else str(blob).encode()
+        for match in _UUID.findall(data):
+            if match in wanted_bytes:
+                found.add(wanted_bytes[match])
+        for task_id in non_uuid:  # not expected; kept exact for any caller passing other ids
+            if task_id.encode() in data:
                 found.add(task_id)
     return found
 
