@@ -98,3 +98,91 @@ def test_worker_runs_a_fast_path_message_and_it_resolves_its_dead_letter(live_wo
     from django_celery_results.models import TaskResult
 
     assert wait_for(lambda: TaskResult.objects.filter(task_id=new_task_id, status="SUCCESS").first()).result == "5"
+
+
+def _random_scalar(rng: Any) -> Any:
+    kind = rng.randrange(7)
+    if kind == 0:
+        return rng.randrange(-10**rng.randrange(1, 20), 10**rng.randrange(1, 20))
+    if kind == 1:
+        return rng.choice([0.0, -1.5, 1e-7, 3.14159, 1e300, float(rng.random() * 10**rng.randrange(0, 25))])
+    if kind == 2:
+        return rng.choice([True, False, None])
+    alphabet = "ab '\"\\\n\t\u00e9\u2603\U0001f600{}[],:x"
+    return "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 5, 30, 200, 600])))
+
+
+def test_flat_repr_is_identical_to_saferepr_on_generated_values() -> None:
+    """~20,000 generated args/kwargs, around the 1,024-character truncation limit too: the
+    direct repr equals Celery's saferepr wherever it does not fall back (None)."""
+    import random
+
+    from celery.utils.saferepr import saferepr
+
+    from dlq.publish import flat_repr
+
+    rng = random.Random(8)
+    direct = 0
+    for i in range(20_000):
+        size = rng.choice([0, 1, 2, 3, 8, 40])
+        if i % 3 == 0:
+            value: Any = {"".join(rng.choice("kéy'_") for _ in range(rng.randrange(1, 6))): _random_scalar(rng)
+                          for _ in range(size)}
+        elif i % 3 == 1:
+            value = [_random_scalar(rng) for _ in range(size)]
+        else:
+            value = tuple(_random_scalar(rng) for _ in range(size))
+        if i % 50 == 0:
+            value = [value]  # nested: must fall back
+        got = flat_repr(value, 1024)
+        if got is not None:
+            direct += 1
+            assert got == saferepr(value, 1024, maxlevels=3), value
+    assert direct > 10_000  # most values take the direct path
+
+
+def test_uuid4_batch_gives_distinct_version_4_uuids() -> None:
+    from dlq.publish import uuid4_batch
+
+    ids = uuid4_batch(5000)
+    assert len(set(ids)) == 5000
+    for text in ids[:500]:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+
+
+def test_rendered_messages_match_apply_async_for_awkward_arguments() -> None:
+    """Every message after the first of a kind comes from the template: each one equals what
+    apply_async writes for the same task id (nested, quoted, non-ASCII and long arguments)."""
+    app.tasks
+    queue = f"test-publish-{uuid.uuid4().hex[:8]}"
+    cases = [([1, "it's"], {}), ([[1, 2], {"a": None}], {}), (["\u2603" * 2000, 3], {}),
+             ([], {"key": "k\"\\", "failures": 1}), ([1.5, None], {}), (["x"], {"failures": True})]
+    items = [OutgoingTask("tasks.demo.flaky", args, kwargs, str(uuid.uuid4()), queue, {DEAD_LETTER_HEADER: i})
+             for i, (args, kwargs) in enumerate(cases)]
+    for item in items:
+        app.tasks[item.name].apply_async(item.args, item.kwargs, task_id=item.task_id, queue=queue,
+                                         headers=item.headers, retries=0)
+    expected = [_without_per_message(m) for m in _pop_all(queue)]
+    from dlq.publish import publish_context
+
+    with publish_context(fast=True) as publisher:
+        assert publisher.publish(items) == len(items)
+        assert all(t is not None for t in publisher.templates.values())  # the template was verified and used
+    assert [_without_per_message(m) for m in _pop_all(queue)] == expected
+
+
+def test_a_template_that_does_not_reproduce_the_message_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlq import publish
+
+    app.tasks
+    queue = f"test-publish-{uuid.uuid4().hex[:8]}"
+    items = [OutgoingTask("tasks.demo.add", [i, i], {}, str(uuid.uuid4()), queue, {DEAD_LETTER_HEADER: i})
+             for i in range(4)]
+    assert publish_tasks(items, fast=False) == 4
+    slow = _pop_all(queue)
+    monkeypatch.setattr(publish._Template, "render", lambda self, *a: "{}")  # a broken template
+    with publish.publish_context(fast=True) as publisher:
+        assert publisher.publish(items) == 4
+        assert list(publisher.templates.values()) == [None]
+    assert [_without_per_message(m) for m in _pop_all(queue)] == [_without_per_message(m) for m in slow]
