@@ -16,6 +16,14 @@ Celery and kombu would and sends them in pipelined ``LPUSH`` batches:
 4. the JSON envelope kombu's Redis transport writes is ``LPUSH``-ed to the same key
    (``queue`` or ``queue\\x06\\x16<priority>``), in a non-transactional pipeline.
 
+The first message of each (task, queue, extra header names) is built exactly that way; the
+rest are rendered from a JSON template cut out of it (``_Template``), used only when
+rendering the first message's own values reproduces its envelope byte for byte. Argument
+reprs of flat JSON values are built directly (``flat_repr``, checked against ``saferepr`` in
+the tests), anything else goes through ``saferepr``. Each chunk is one multi-value ``LPUSH``
+per queue in one pipeline; ``publish_context()`` keeps the producer and Redis client open
+across chunks (a redrive job's whole run).
+
 A stock worker cannot tell these messages from ``apply_async``'s: ``tests/dlq/test_publish.py``
 compares the two field by field (only ``delivery_tag`` and the per-message ids differ) and
 runs one through a real worker.
