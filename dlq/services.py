@@ -598,22 +598,20 @@ def _job_batch(job: RedriveJob, size: int, *, token: str | None = None) -> int |
 
 def _move_batch(job: RedriveJob, ids: list[int], eligible: list[str], to_status: str) -> list[tuple[Any, ...]]:
     """Move the rows of ``ids`` still in an eligible status to ``to_status`` and write their
-    audit events: ONE statement, an ``UPDATE ... WHERE id = ANY(...) AND status = ANY(...)
-    RETURNING`` whose rows feed the events' ``INSERT`` (a data-modifying CTE). A row changed
-    concurrently (a single requeue or discard) is re-checked by the UPDATE after its lock
-    wait and skipped. Requeues get their new task id from ``gen_random_uuid()``. Returns, per
+    audit events: ONE statement, an ``UPDATE`` of the rows locked by ``SELECT ... WHERE id =
+    ANY(...) AND status = ANY(...) ORDER BY id FOR UPDATE``, ``RETURNING`` the rows that feed
+    the events' ``INSERT`` (a data-modifying CTE). A row changed concurrently (a single
+    requeue or discard) is re-checked after its lock wait and skipped. Requeues get their new task id from ``gen_random_uuid()``. Returns, per
     moved row in id order, ``(id, new_task_id, task_name, queue, args, kwargs)`` with
     args/kwargs as JSON text (new_task_id is '' for other actions)."""
     table, events = DeadLetter._meta.db_table, DeadLetterEvent._meta.db_table
     requeue = job.action == BulkAction.REQUEUE
-    if len(eligible) == 1:
-        # One eligible status: it is the status every moved row had (no self-join needed).
-        source, before, where = "", "%(before)s::text", "d.id = ANY(%(ids)s) AND d.status = %(before)s"
-    else:
-        source = (f" FROM (SELECT id, status FROM {table} WHERE id = ANY(%(ids)s) AND status = ANY(%(eligible)s) "
-                  "FOR UPDATE) AS old")
-        before, where = "m.before", "d.id = old.id AND d.status = ANY(%(eligible)s)"
-    before_returning = ", old.status AS before" if source else ""
+    # The rows are locked in id order (the ordered FOR UPDATE subquery), as every writer of
+    # several dead letters does, so two bulk jobs over overlapping rows cannot deadlock
+    # whatever plan the UPDATE gets; the lock wait re-checks the status.
+    source = (f" FROM (SELECT id, status FROM {table} WHERE id = ANY(%(ids)s) AND status = ANY(%(eligible)s) "
+              "ORDER BY id FOR UPDATE) AS old")
+    before, where = "m.before", "d.id = old.id"
     set_requeue = (", requeue_count = d.requeue_count + 1, last_requeued_task_id = gen_random_uuid()::text"
                    if requeue else "")
     diff = ("jsonb_build_object('status', jsonb_build_array(" + before + ", %(to)s::text), "
@@ -627,15 +625,15 @@ def _move_batch(job: RedriveJob, ids: list[int], eligible: list[str], to_status:
         WITH moved AS (
             UPDATE {table} AS d SET status = %(to)s, version = d.version + 1, updated_at = now(){set_requeue}
             {source} WHERE {where}
-            RETURNING d.id, d.requeue_count, d.last_requeued_task_id, d.task_name, d.queue, d.args, d.kwargs
-                {before_returning}
+            RETURNING d.id, d.requeue_count, d.last_requeued_task_id, d.task_name, d.queue, d.args, d.kwargs,
+                old.status AS before
         ), events AS (
             INSERT INTO {events} (dead_letter_id, actor, action, reason, diff, created_at)
             SELECT m.id, %(actor)s, %(action)s, %(reason)s, {diff}, now() FROM moved AS m
         )
         SELECT id, last_requeued_task_id, task_name, queue, args::text, kwargs::text FROM moved ORDER BY id
     """
-    params = {"ids": ids, "eligible": eligible, "before": eligible[0], "to": to_status, "job": job.pk,
+    params = {"ids": ids, "eligible": eligible, "to": to_status, "job": job.pk,
               "queue": job.queue or "", "actor": job.actor, "action": job.action, "reason": job.reason}
     with connection.cursor() as cursor:
         cursor.execute(query, params)
