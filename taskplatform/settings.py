@@ -227,6 +227,13 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("TASK_DEFAULT_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("TASK_DEFAULT_TIME_LIMIT", 330)
 # django-celery-results' backend, made unable to break the failure path (see dlq/backend.py).
 CELERY_RESULT_BACKEND = "dlq.backend:ResilientDatabaseBackend"
+# Celery's Django fixup closes every database connection before and after each task unless
+# `CELERY_DB_REUSE_MAX` is set (celery#9824), and then still closes them unconditionally every
+# N tasks: each task paid a new connection (~4 ms) and a cold first statement. With this set
+# to "never", dlq/signals.py recycles connections at task boundaries the way Django does per
+# request (CONN_MAX_AGE, CONN_HEALTH_CHECKS, unusable or left in a transaction: closed), so
+# DB_CONN_MAX_AGE=0 still means one connection per task.
+CELERY_DB_REUSE_MAX = 2**62
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_TRACK_STARTED = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
