@@ -38,23 +38,75 @@ _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def _safe_str(text: str) -> str:
-    text = text.replace("\x00", "\\u0000")
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    if text.isascii():  # no surrogate can be in it: skip the regex (tracebacks, 1 MB arguments)
+        return text
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _str_unsafe(text: str) -> bool:
+    return "\x00" in text or (not text.isascii() and _LONE_SURROGATE.search(text) is not None)
 
 
 def jsonb_safe(value: Any) -> Any:
     """``value`` made storable in Postgres jsonb/text, which refuse NUL and lone surrogates:
-    such characters are kept as visible ``\\uXXXX`` text rather than failing the write."""
-    dumped = json.dumps(value)
-    if "\\u0000" not in dumped and "\\ud" not in dumped:
-        return value
+    such characters are kept as visible ``\\uXXXX`` text rather than failing the write.
+
+    Walks the value once and copies only the containers on the way to a string that must
+    change; anything else is returned as is (the same objects), so a clean 1 MB argument costs
+    one scan and no copy. What ``json.dumps`` refuses is refused the same way (``TypeError``
+    for a type JSON cannot hold, ``ValueError`` for a circular reference). A tuple that holds
+    a string to fix comes back as a list (json stores both as an array); dict keys that are
+    not strings (int, float, bool, None, which json accepts) are kept as they are.
+    """
+    return _jsonb_safe(value, set())
+
+
+def _jsonb_safe(value: Any, path: set[int]) -> Any:
     if isinstance(value, str):
-        return _safe_str(value)
+        return _safe_str(value) if _str_unsafe(value) else value
+    if value is None or isinstance(value, (int, float)):  # bool is an int
+        return value
     if isinstance(value, dict):
-        return {_safe_str(str(k)): jsonb_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonb_safe(v) for v in value]
-    return value
+        _enter(value, path)
+        changed: dict[Any, Any] | None = None
+        for key, item in value.items():
+            if isinstance(key, str):
+                new_key = _safe_str(key) if _str_unsafe(key) else key
+            elif key is None or isinstance(key, (int, float)):
+                new_key = key
+            else:
+                raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+            new_item = _jsonb_safe(item, path)
+            if changed is None and (new_key is not key or new_item is not item):
+                changed = {}
+                for done_key, done_item in value.items():  # the clean entries before this one
+                    if done_key is key:
+                        break
+                    changed[done_key] = done_item
+            if changed is not None:
+                changed[new_key] = new_item
+        path.discard(id(value))
+        return value if changed is None else changed
+    if isinstance(value, (list, tuple)):
+        _enter(value, path)
+        items: list[Any] | None = None
+        for index, item in enumerate(value):
+            new_item = _jsonb_safe(item, path)
+            if items is None and new_item is not item:
+                items = list(value[:index])
+            if items is not None:
+                items.append(new_item)
+        path.discard(id(value))
+        return value if items is None else items
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _enter(container: Any, path: set[int]) -> None:
+    if id(container) in path:
+        raise ValueError("Circular reference detected")
+    path.add(id(container))
 
 
 @dataclass
