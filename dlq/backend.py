@@ -17,7 +17,8 @@ import logging
 from typing import Any
 
 from celery import states
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, connections
+from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
 
@@ -41,16 +42,39 @@ class ResilientDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
                       using: Any = None) -> Any:
         if status == states.SUCCESS:  # the success path pays nothing extra
             return super()._store_result(task_id, result, status, traceback=traceback, request=request, using=using)
-        # Check and write under the row's lock: the row is created first if missing (a
-        # concurrent SUCCESS insert then waits for us, or we see it), so a SUCCESS stored or
-        # being stored by another process is never overwritten by this state.
-        using = using or DEFAULT_DB_ALIAS
-        with transaction.atomic(using=using):
-            TaskResult.objects.using(using).bulk_create(
-                [TaskResult(task_id=task_id, status=states.PENDING)], ignore_conflicts=True)
-            current = (TaskResult.objects.using(using).select_for_update().filter(task_id=task_id)
-                       .values_list("status", flat=True).first())
-            if current == states.SUCCESS:
-                return result
-            return super()._store_result(task_id, result, status, traceback=traceback, request=request,
-                                         using=using)
+        # The same columns django-celery-results writes, in one statement that cannot
+        # overwrite a SUCCESS: INSERT ... ON CONFLICT (task_id) DO UPDATE ... WHERE status <>
+        # 'SUCCESS'. Postgres takes the row lock itself: an insert of the same task id in
+        # flight is waited for, a committed SUCCESS row is left alone, and a SUCCESS stored
+        # after this one overwrites it (its get_or_create finds this row). It replaces a
+        # transaction of five statements (BEGIN, placeholder INSERT, SELECT FOR UPDATE, SELECT,
+        # UPDATE, COMMIT) that wrote the row twice.
+        content_type, content_encoding, encoded = self.encode_content(result)
+        meta = {**self._get_meta_from_request(request), "children": self.current_task_children(request)}
+        _, _, encoded_meta = self.encode_content(meta)
+        values: dict[str, Any] = {
+            "task_id": task_id, "status": status, "result": encoded, "traceback": traceback, "meta": encoded_meta,
+            "content_encoding": content_encoding, "content_type": content_type,
+        }
+        values.update(self._get_extended_properties(request, traceback))
+        now = timezone.now()
+        values["date_done"] = now
+        if status == states.STARTED:
+            values["date_started"] = now
+        _upsert_unless_success(values, now, using or DEFAULT_DB_ALIAS)
+        return encoded
+
+
+def _upsert_unless_success(values: dict[str, Any], now: Any, using: str) -> None:
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    meta = TaskResult._meta
+    row = {**values, "date_created": now}  # date_created only when the row is new
+    column = {name: quote(meta.get_field(name).column) for name in row}
+    table = quote(meta.db_table)
+    sql = (f"INSERT INTO {table} ({', '.join(column[n] for n in row)}) VALUES ({', '.join(['%s'] * len(row))}) "
+           f"ON CONFLICT ({column['task_id']}) DO UPDATE SET "
+           + ", ".join(f"{column[n]} = EXCLUDED.{column[n]}" for n in values if n != "task_id")
+           + f" WHERE {table}.{quote(meta.get_field('status').column)} <> %s")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*row.values(), states.SUCCESS])
