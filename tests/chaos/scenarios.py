@@ -386,7 +386,7 @@ def f8(reduced: bool) -> list[Variant]:
 
 SCENARIOS: list[Scenario] = [
     Scenario("F1", "SIGKILL a worker pool process every 2 s", True,
-             fault_and_control(kill_children(2.0), "early_ack")),
+             fault_and_control(kill_children(2.0), "early_ack"), env={"CHAOS_MARK_BUSY": "1"}),
     Scenario("F2", "SIGKILL the whole worker every 8 s and restart it", False,
              fault_and_control(kill_worker(8.0), "early_ack")),
     Scenario("F3", "warm (SIGTERM) and cold (SIGQUIT) shutdowns mid-run, alternating every 6 s", False,

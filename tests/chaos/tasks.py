@@ -46,6 +46,7 @@ logger = logging.getLogger("chaos")
 
 CONTROL = os.environ.get("CHAOS_CONTROL", "")
 BUSY_KEY = "chaos:busy"
+MARK_BUSY = os.environ.get("CHAOS_MARK_BUSY") == "1"
 WORK_MIN = float(os.environ.get("CHAOS_WORK_MIN", "0.02"))
 WORK_MAX = float(os.environ.get("CHAOS_WORK_MAX", "0.2"))
 # A task that keeps crashing stops crashing after this many deaths and fails instead, so that
@@ -93,6 +94,19 @@ def _redis_incr(key: str) -> int:
     return value
 
 
+def _mark_busy(command: str) -> None:
+    if not MARK_BUSY:
+        return
+    from redis.exceptions import RedisError
+
+    from tasks.redis import redis_client
+
+    try:
+        getattr(redis_client(), command)(BUSY_KEY, os.getpid())
+    except RedisError:
+        pass
+
+
 def record_effect(key: str, idempotent: bool) -> bool:
     """The side effect. Idempotent tasks use the product's ``tasks.idempotency.idempotent``
     helper (effect key and effect in one transaction); returns False when the key was done."""
@@ -137,17 +151,17 @@ def work(self: ChaosTask, key: str, kind: str, idempotent: bool = True, param: f
                 time.sleep(0.1)
             except SoftTimeLimitExceeded:
                 continue
-    from tasks.redis import redis_client
-
-    busy = redis_client()
-    # Lets the F1 fault aim at a process whose task has not written its effect yet: a kill
-    # there is what early acks lose (a kill after the effect proves nothing for the control).
-    busy.sadd(BUSY_KEY, os.getpid())
+    # F1 only (CHAOS_MARK_BUSY): lets the fault aim at a process whose task has not written its
+    # effect yet: a kill there is what early acks lose (a kill after the effect proves nothing
+    # for the control). Instrumentation must not decide the task's outcome, so Redis errors
+    # are ignored here; elsewhere it is off (in F8 a marker blocked on the frozen Redis ran into
+    # the soft time limit after the effect and turned a done task into a dead letter).
+    _mark_busy("sadd")
     try:
         time.sleep(random.uniform(WORK_MIN, WORK_MAX))
         record_effect(key, bool(idempotent))
     finally:
-        busy.srem(BUSY_KEY, os.getpid())
+        _mark_busy("srem")
     # Work after the side effect: a kill here redelivers a task whose effect is already done.
     time.sleep(random.uniform(WORK_MIN, WORK_MAX) / 2)
     return key
