@@ -14,7 +14,6 @@ one beat process at a time.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import socket
@@ -82,17 +81,19 @@ class LeaderDatabaseScheduler(DatabaseScheduler):  # type: ignore[misc]
     def tick(self, *args: Any, **kwargs: Any) -> float:
         if not self._hold_lock():
             return min(self.lock_ttl / 3, self.max_interval)
-        if self._heap is None:
-            # Build the first heap here. Scheduler.tick builds it without asking
-            # schedules_equal, so a re-read of the schedule during that build (a takeover
-            # forces one) leaves django-celery-beat's _heap_invalidated set: the next tick
-            # would rebuild the heap from entries whose last_run_at predates the send just
-            # made, and send the same overdue slot again.
-            self.old_schedulers = copy.copy(self.schedule)
-            self.populate_heap()
-            self._heap_invalidated = False
         interval = super().tick(*args, **kwargs)
         return min(interval, self.lock_ttl / 3)
+
+    def reserve(self, entry: Any) -> Any:
+        """django-celery-beat's ``reserve`` returns the advanced entry but leaves the old one
+        in ``_schedule``; any later heap rebuild from ``_schedule`` (a takeover's re-read, or
+        a schedule change seen while the heap is being rebuilt: its ``_heap_invalidated``
+        flag then survives into the next tick) found the entry due again at the slot just
+        sent, and sent it twice. The advanced entry replaces the old one."""
+        new_entry = super().reserve(entry)
+        if self._schedule is not None and new_entry.name in self._schedule:
+            self._schedule[new_entry.name] = new_entry
+        return new_entry
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
         # celery.beat.Scheduler.apply_async, plus the schedule headers (computed before

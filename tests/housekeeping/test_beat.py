@@ -82,7 +82,8 @@ def test_a_tick_sent_twice_runs_once(live_worker: Any) -> None:
 def test_a_new_leader_sends_an_overdue_tick_once() -> None:
     """The first ticks after a takeover, in process: the new leader re-reads the schedule and
     sends the overdue entry once, not once per heap rebuild (it used to send it twice, about
-    15 ms apart, with the same scheduled time)."""
+    15 ms apart, with the same scheduled time: django-celery-beat rebuilt the heap from
+    entries that ``reserve`` had not advanced)."""
     from datetime import timedelta
 
     from django.utils import timezone
@@ -110,7 +111,13 @@ def test_a_new_leader_sends_an_overdue_tick_once() -> None:
         deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:
             time.sleep(max(0.0, min(scheduler.tick(), 0.1)))
+        # A schedule change seen while Scheduler.tick rebuilds its heap (another beat saving
+        # entries at start-up) leaves django-celery-beat's flag set: the next tick rebuilds
+        # the heap from the schedule again, which must not make the slot just sent due again.
+        sends = len(sent)
+        scheduler._heap_invalidated = True
+        scheduler.tick()
     finally:
         scheduler.close()
     assert len(sent) >= 2, sent
-    assert len(sent) == len(set(sent)), f"a scheduled time was sent twice: {sent}"
+    assert len(sent) <= sends + 1 and len(sent) == len(set(sent)), f"a scheduled time was sent twice: {sent}"
