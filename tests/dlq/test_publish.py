@@ -72,11 +72,16 @@ def test_fast_path_message_is_identical_to_apply_async(task_name: str, args: lis
     assert second["properties"]["delivery_info"] == {"exchange": "", "routing_key": queue}
 
 
-def test_slow_and_fast_paths_write_the_same_messages_in_bulk() -> None:
+def _add_messages(n: int) -> tuple[str, list[OutgoingTask]]:
+    """A fresh queue and ``n`` ``tasks.demo.add`` messages for it."""
     app.tasks
     queue = f"test-publish-{uuid.uuid4().hex[:8]}"
-    items = [OutgoingTask("tasks.demo.add", [i, i], {}, str(uuid.uuid4()), queue, {DEAD_LETTER_HEADER: i})
-             for i in range(25)]
+    return queue, [OutgoingTask("tasks.demo.add", [i, i], {}, str(uuid.uuid4()), queue, {DEAD_LETTER_HEADER: i})
+                   for i in range(n)]
+
+
+def test_slow_and_fast_paths_write_the_same_messages_in_bulk() -> None:
+    queue, items = _add_messages(25)
     assert publish_tasks(items, fast=False) == 25
     slow = _pop_all(queue)
     assert publish_tasks(items, fast=True, chunk=7) == 25  # several pipeline flushes
@@ -175,10 +180,7 @@ def test_rendered_messages_match_apply_async_for_awkward_arguments() -> None:
 def test_a_template_that_does_not_reproduce_the_message_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     from dlq import publish
 
-    app.tasks
-    queue = f"test-publish-{uuid.uuid4().hex[:8]}"
-    items = [OutgoingTask("tasks.demo.add", [i, i], {}, str(uuid.uuid4()), queue, {DEAD_LETTER_HEADER: i})
-             for i in range(4)]
+    queue, items = _add_messages(4)
     assert publish_tasks(items, fast=False) == 4
     slow = _pop_all(queue)
     monkeypatch.setattr(publish._Template, "render", lambda self, *a: "{}")  # a broken template
