@@ -27,7 +27,9 @@ class DeathReason(models.TextChoices):
 class DeadLetter(models.Model):
     """A task that was finally given up on. One row per original task id."""
 
-    task_id = models.CharField(max_length=255, unique=True, help_text="Celery id of the task that died.")
+    # Unique by a constraint (below), not unique=True: that also builds a varchar_pattern_ops
+    # index for LIKE that nothing queries and every status change writes (issue 8, S4).
+    task_id = models.CharField(max_length=255, help_text="Celery id of the task that died.")
     task_name = models.CharField(max_length=255, db_index=False, help_text="Registered name of the task.")
     queue = models.CharField(max_length=255, blank=True, default="", help_text="Queue the message was consumed from.")
     routing_key = models.CharField(max_length=255, blank=True, default="", help_text="Routing key of the delivery.")
@@ -75,6 +77,7 @@ class DeadLetter(models.Model):
             models.Index(fields=["task_name", "status", "-last_failed_at", "-id"], name="dlq_task_status_failed_idx"),
             models.Index(fields=["fingerprint"], name="dlq_fingerprint_idx"),
         ]
+        constraints = [models.UniqueConstraint(fields=["task_id"], name="dlq_deadletter_task_id_key")]
 
     def __str__(self) -> str:
         return f"{self.task_name}[{self.task_id}] {self.status}"
@@ -83,7 +86,9 @@ class DeadLetter(models.Model):
 class DeadLetterEvent(models.Model):
     """Audit trail: one row per transition or edit, written in the same transaction."""
 
-    dead_letter = models.ForeignKey(DeadLetter, on_delete=models.CASCADE, related_name="events", help_text="The dead letter.")
+    # No index of its own: dlq_event_dl_idx (dead_letter, -created_at) serves the lookups.
+    dead_letter = models.ForeignKey(DeadLetter, on_delete=models.CASCADE, related_name="events", db_index=False,
+                                    help_text="The dead letter.")
     actor = models.CharField(max_length=150, help_text="Username, or 'system'.")
     action = models.CharField(max_length=32, help_text="requeue, discard, resolve, edit, failed_again, ...")
     reason = models.TextField(blank=True, default="", help_text="Why the actor did it.")
