@@ -507,12 +507,17 @@ def _claim(job_id: int, token: str) -> bool:
     """Take (or renew) the job's lease: one runner at a time, even if Celery delivers the
     job's message twice (a redelivery after the visibility timeout)."""
     now = timezone.now()
-    stale = now - timedelta(seconds=LEASE_SECONDS)
     return bool(
-        RedriveJob.objects.filter(pk=job_id).exclude(status__in=TERMINAL)
-        .filter(Q(runner="") | Q(runner=token) | Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True))
+        RedriveJob.objects.filter(pk=job_id).exclude(status__in=TERMINAL).filter(_lease_free(token, now))
         .update(runner=token, heartbeat_at=now)
     )
+
+
+def _lease_free(token: str, now: Any) -> Q:
+    """The lease may be taken by ``token``: nobody holds it, ``token`` does, or its holder
+    stopped renewing it ``LEASE_SECONDS`` ago."""
+    stale = now - timedelta(seconds=LEASE_SECONDS)
+    return Q(runner="") | Q(runner=token) | Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)
 
 
 def redrive_job_run(*, job_id: int, batch_size: int = 1000, time_budget: float = 60.0,
@@ -608,13 +613,13 @@ def _job_batch(job: RedriveJob, size: int, *, token: str | None = None) -> int |
     """Move the next batch; returns how many ids it covered, or None when the job is over
     (or, with ``token``, when this runner no longer holds the lease: ``_claim``'s rule,
     checked under the job's row lock and renewed in the same transaction)."""
-    locked = RedriveJob.objects.select_for_update().get(pk=job.pk)
-    if locked.status != RedriveJobStatus.RUNNING:
-        return None
+    jobs = RedriveJob.objects.select_for_update().filter(pk=job.pk)
     if token is not None:
-        stale = timezone.now() - timedelta(seconds=LEASE_SECONDS)
-        if locked.runner not in ("", token) and locked.heartbeat_at is not None and locked.heartbeat_at >= stale:
-            return None  # another runner took the job over
+        jobs = jobs.filter(_lease_free(token, timezone.now()))
+    locked = jobs.first()
+    if locked is None or locked.status != RedriveJobStatus.RUNNING:
+        return None  # over, or (with token) another runner took the job over
+    if token is not None:
         locked.runner = token
     selection = _selection(job.action, job.ids, _job_filters(job))
     ids = list(selection.filter(pk__gt=locked.last_id, pk__lte=locked.max_id).order_by("pk")
