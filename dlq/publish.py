@@ -139,13 +139,11 @@ class Publisher:
             if not tags:
                 tags = uuid4_batch(chunk)
             tkey = (plan, tuple(item.headers))
-            template = templates[tkey] if tkey in templates else _UNSET
-            if template is _UNSET:
+            template = templates.get(tkey, _UNSET)
+            if template is _UNSET or template is None:  # the first of its kind, or no usable template
                 redis_key, message = build_message(app, channel, plan, item)
-                template = templates[tkey] = _Template.verified(app, plan, item, message, redis_key, links)
-                envelope = _json_dumps(message)
-            elif template is None:
-                redis_key, message = build_message(app, channel, plan, item)
+                if template is _UNSET:
+                    templates[tkey] = _Template.verified(app, plan, item, message, redis_key, links)
                 envelope = _json_dumps(message)
             else:
                 redis_key, envelope = template.key, template.render(item, links, tags.pop())
@@ -242,7 +240,7 @@ def _plan(app: Any, producer: Any, item: OutgoingTask) -> _Plan | None:
 
 def _template(app: Any, plan: _Plan) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]:
     """``as_task_v2``'s headers, properties and embed for this plan, computed once; what
-    varies per message (ids, argument reprs, body) is filled in by ``build_envelope``."""
+    varies per message (ids, argument reprs, body) is filled in by ``build_message``."""
     cached = _TEMPLATES.get(plan)
     if cached is None:
         headers, properties, body, _ = app.amqp.as_task_v2(
@@ -254,13 +252,6 @@ def _template(app: Any, plan: _Plan) -> tuple[dict[str, Any], dict[str, Any], di
 
 
 _TEMPLATES: dict[_Plan, tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]] = {}
-
-
-def build_envelope(app: Any, channel: Any, plan: _Plan, item: OutgoingTask) -> tuple[str, str]:
-    """The Redis list key and the JSON envelope that ``send_task`` + kombu would LPUSH
-    (``tests/dlq/test_publish.py`` compares the two field by field)."""
-    redis_key, message = build_message(app, channel, plan, item)
-    return redis_key, _json_dumps(message)
 
 
 def build_message(app: Any, channel: Any, plan: _Plan, item: OutgoingTask) -> tuple[str, dict[str, Any]]:
