@@ -199,6 +199,11 @@ if CELERY_UNACKED_RESTORE_SECONDS:
     CELERY_BROKER_TRANSPORT_OPTIONS.update(unacked_restore_interval=CELERY_UNACKED_RESTORE_SECONDS,
                                            unacked_restore_throttle=1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis only: fetch with kombu's Redis transport plus an atomic move into ``unacked``, so that a
+# worker killed between fetch and ack bookkeeping loses nothing (taskplatform/transport.py).
+CELERY_REDIS_ATOMIC_FETCH = env_bool("CELERY_REDIS_ATOMIC_FETCH", True)
+if CELERY_REDIS_ATOMIC_FETCH and CELERY_BROKER_URL.startswith("redis://"):
+    CELERY_BROKER_TRANSPORT = "taskplatform.transport:Transport"
 if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
     # RabbitMQ: quorum queues (replicated, and they count deliveries), publisher confirms,
     # and a delivery limit as the broker's own backstop against a poison message. The limit
