@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -51,6 +51,15 @@ def connection(url: str, cls: type = transport.Transport, **options: Any) -> Con
 def publish(url: str, q: Queue, body: Any, **kwargs: Any) -> None:
     with Connection(url) as conn:
         conn.Producer().publish(body, exchange=q.exchange, routing_key=q.routing_key, declare=[q], **kwargs)
+
+
+def drain_until(conn: Connection, done: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        try:
+            conn.drain_events(timeout=0.5)
+        except TimeoutError:
+            pass
 
 
 def test_fetch_records_the_message_in_unacked_exactly_as_kombu_does(r: redis.Redis,
@@ -155,12 +164,7 @@ def test_every_queue_and_priority_is_fetched_while_idle(r: redis.Redis, redis_se
                 conn.drain_events(timeout=1.5)
             publish(redis_server.url, b, {"q": "b", "priority": 9}, priority=9)
             publish(redis_server.url, a, {"q": "a"})
-            deadline = time.monotonic() + 5
-            while len(got) < 2 and time.monotonic() < deadline:
-                try:
-                    conn.drain_events(timeout=0.5)
-                except TimeoutError:
-                    pass
+            drain_until(conn, lambda: len(got) >= 2)
     assert sorted(body["q"] for body in got) == ["a", "b"]
     assert r.hlen("unacked") == 0
 
@@ -185,12 +189,7 @@ def test_a_flushed_script_cache_is_reloaded(r: redis.Redis, redis_server: Embedd
             conn.drain_events(timeout=5)
             r.script_flush()
             publish(redis_server.url, q, {"n": 2})
-            deadline = time.monotonic() + 5
-            while len(got) < 2 and time.monotonic() < deadline:
-                try:
-                    conn.drain_events(timeout=0.5)
-                except TimeoutError:
-                    pass
+            drain_until(conn, lambda: len(got) >= 2)
     assert got == [{"n": 1}, {"n": 2}]
     assert r.hlen("unacked") == 0
 
@@ -224,12 +223,7 @@ def test_redis_refusing_scripts_falls_back_to_kombus_fetch(r: redis.Redis, redis
     got: list[Any] = []
     with connection(url) as conn:
         with conn.Consumer([q], callbacks=[lambda body, message: (got.append(body), message.ack())]):
-            deadline = time.monotonic() + 5
-            while not got and time.monotonic() < deadline:
-                try:
-                    conn.drain_events(timeout=0.5)
-                except TimeoutError:
-                    pass
+            drain_until(conn, lambda: bool(got))
     assert got == [{"n": 1}]
     assert "redis_atomic_fetch_refused" in caplog.text
     assert r.hlen("unacked") == 0
