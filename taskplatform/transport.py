@@ -178,12 +178,13 @@ class Channel(kombu_redis.Channel):
                 raise
             except NoScriptError:
                 # First use on this server, a restart or SCRIPT FLUSH: load it, fetch on the next poll.
-                self.client.script_load(FETCH_SCRIPT)
+                try:
+                    self.client.script_load(FETCH_SCRIPT)
+                except self.ResponseError as exc:
+                    self._fall_back(exc)
                 raise virtual.Empty() from None
             except self.ResponseError as exc:
-                self._fallback_until = monotonic() + FALLBACK_SECONDS
-                logger.warning("redis_atomic_fetch_refused", exc_info=True,
-                               extra={"error": str(exc), "fallback_seconds": FALLBACK_SECONDS})
+                self._fall_back(exc)
                 raise virtual.Empty() from None
             if pending == _WAIT:
                 # A message arrived, or the wait timed out and other keys may hold one.
@@ -208,6 +209,12 @@ class Channel(kombu_redis.Channel):
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
+
+    def _fall_back(self, exc: Exception) -> None:
+        """Redis refused the script or the wait (ACL, an old server): use kombu's fetch a while."""
+        self._fallback_until = monotonic() + FALLBACK_SECONDS
+        logger.warning("redis_atomic_fetch_refused", exc_info=exc,
+                       extra={"error": str(exc), "fallback_seconds": FALLBACK_SECONDS})
 
     def _on_connection_disconnect(self, connection: Any) -> None:
         if self._in_poll is connection:

@@ -213,20 +213,26 @@ def test_the_global_key_prefix_applies_to_every_key(r: redis.Redis, redis_server
     assert r.hlen("tp:unacked") == 0 and r.llen("tp:q") == 0
 
 
-def test_redis_refusing_scripts_falls_back_to_kombus_fetch(r: redis.Redis, redis_server: EmbeddedRedis,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
-    r.acl_setuser("noscripts", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
-                  commands=["+@all", "-@scripting"])
-    url = redis_server.url.replace("redis://", "redis://noscripts:pw@")
+@pytest.mark.parametrize("denied", ["-@scripting", "-blmove"], ids=["no-scripts", "no-blmove"])
+def test_redis_refusing_the_fetch_falls_back_to_kombus_fetch(r: redis.Redis, redis_server: EmbeddedRedis,
+                                                             caplog: pytest.LogCaptureFixture, denied: str) -> None:
+    """An ACL without scripting, or a server without BLMOVE (Redis < 6.2): kombu's BRPOP takes over."""
+    r.acl_setuser("limited", reset=True, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                  commands=["+@all", denied])
+    url = redis_server.url.replace("redis://", "redis://limited:pw@")
     q = queue()
     publish(redis_server.url, q, {"n": 1})
     got: list[Any] = []
     with connection(url) as conn:
         with conn.Consumer([q], callbacks=[lambda body, message: (got.append(body), message.ack())]):
             drain_until(conn, lambda: bool(got))
-    assert got == [{"n": 1}]
+            with pytest.raises(TimeoutError):
+                conn.drain_events(timeout=1.5)  # idle: the wait is refused too, or refused only now
+            publish(redis_server.url, q, {"n": 2})
+            drain_until(conn, lambda: len(got) >= 2)
+    assert got == [{"n": 1}, {"n": 2}]
     assert "redis_atomic_fetch_refused" in caplog.text
-    assert r.hlen("unacked") == 0
+    assert r.hlen("unacked") == 0 and r.llen("q") == 0
 
 
 def test_settings_select_the_transport_for_redis_brokers() -> None:
