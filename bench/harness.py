@@ -191,11 +191,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 
 @contextmanager
-def worker(queue: str, *, concurrency: int | None = None) -> Iterator[Any]:
+def worker(queue: str, *, concurrency: int | None = None, env: dict[str, str] | None = None) -> Iterator[Any]:
     """A real ``celery worker -P prefork -c <cores>`` with the bench tasks, consuming ``queue``."""
     from tests.workers import Worker
 
-    w = Worker(queues=queue, concurrency=concurrency or os.cpu_count() or 2,
+    w = Worker(queues=queue, concurrency=concurrency or os.cpu_count() or 2, env=env,
                extra_args=["-I", "bench.tasks", "-l", "warning"]).start()
     try:
         yield w

@@ -133,6 +133,21 @@ def s2(sizes: Sizes, repeat: int) -> list[Row]:
             row.met = (row.ratio or 0) >= 0.90
             rows.append(row)
             _reset_tables()
+    # The Redis fetch itself: our atomic fetch (taskplatform/transport.py) against kombu's BRPOP
+    # fetch, same plain task, two otherwise identical workers.
+    with worker("bench-idle") as atomic, worker("bench-idle", env={"CELERY_REDIS_ATOMIC_FETCH": "0"}) as stock:
+        task = "bench.plain_noop_noresult"
+        for w in (atomic, stock):
+            _drain_rate(w, "bench-s2", task, min(50, sizes.worker), lambda i: [i])  # warm the pool
+        a, b = _alternate(
+            repeat,
+            lambda: _drain_rate(atomic, "bench-s2", task, sizes.worker, lambda i: [i]),
+            lambda: _drain_rate(stock, "bench-s2", task, sizes.worker, lambda i: [i]),
+        )
+        row = Row("S2", "Redis fetch: atomic fetch vs kombu's BRPOP (plain task, results off)", "tasks/s", a, b,
+                  goal="≥ 0.90×")
+        row.met = (row.ratio or 0) >= 0.90
+        rows.append(row)
     return rows
 
 
