@@ -33,10 +33,11 @@ Both commands are sent and read on the channel's poll connection, exactly where 
 ``BRPOP`` and reads its reply (``_brpop_start``/``_brpop_read``), so the worker's event loop,
 credit pausing, health checks and reconnects work unchanged.
 
-When Redis refuses the script for a reason other than a missing script cache (scripting
-disabled, or ``OOM command not allowed`` under ``maxmemory noeviction``), the channel falls
-back to kombu's ``BRPOP`` for :data:`FALLBACK_SECONDS` and logs a warning, so that workers
-keep draining a full Redis instead of stalling.
+When Redis answers the fetch or the wait with an error other than a missing script
+(``NOSCRIPT``: the script is loaded and the fetch retried), for example an ACL without
+``@scripting`` or a server without ``BLMOVE``, the channel logs ``redis_atomic_fetch_refused``
+and falls back to kombu's ``BRPOP`` for :data:`FALLBACK_SECONDS`, so that workers keep
+consuming rather than stall.
 
 Selected in settings (``CELERY_BROKER_TRANSPORT``) for ``redis://`` brokers unless
 ``CELERY_REDIS_ATOMIC_FETCH=0``.
