@@ -98,7 +98,7 @@ class QoS(kombu_redis.QoS):
     """kombu's QoS, minus the ``unacked`` write for messages the fetch script recorded."""
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        if delivery_tag in self.channel._recorded_tags:
+        if delivery_tag == self.channel._recorded_tag:
             virtual.QoS.append(self, message, delivery_tag)
         else:
             super().append(message, delivery_tag)
@@ -110,7 +110,9 @@ class Channel(kombu_redis.Channel):
     QoS = QoS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._recorded_tags: set[str] = set()
+        # The tag of the message being delivered when the script recorded it (delivery, and
+        # QoS.append within it, is synchronous: one message at a time).
+        self._recorded_tag: str | None = None
         self._no_ack_queues: set[str] = set()
         self._pending: str | None = None
         self._fetch_next = True
@@ -131,11 +133,8 @@ class Channel(kombu_redis.Channel):
         return ret
 
     # -- fetch ------------------------------------------------------------------------------
-    def _atomic(self) -> bool:
-        return self.ack_emulation and monotonic() >= self._fallback_until
-
     def _brpop_start(self, timeout: float | None = None) -> None:
-        if not self._atomic():
+        if not self.ack_emulation or monotonic() < self._fallback_until:
             self._pending = _BRPOP
             return super()._brpop_start(timeout)
         queues = self._queue_cycle.consume(len(self.active_queues))
@@ -198,14 +197,11 @@ class Channel(kombu_redis.Channel):
             dest, item, *recorded = reply
             dest = bytes_to_str(dest)[len(self.global_keyprefix or ""):].rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
-            tag = bytes_to_str(recorded[0]) if recorded else None
-            if tag is not None:
-                self._recorded_tags.add(tag)
+            self._recorded_tag = bytes_to_str(recorded[0]) if recorded else None
             try:
                 self.connection._deliver(loads(bytes_to_str(item)), dest)
             finally:
-                if tag is not None:
-                    self._recorded_tags.discard(tag)
+                self._recorded_tag = None
             return True
         finally:
             self._in_poll = None
@@ -216,12 +212,6 @@ class Channel(kombu_redis.Channel):
         self._fallback_until = monotonic() + FALLBACK_SECONDS
         logger.warning("redis_atomic_fetch_refused", exc_info=exc,
                        extra={"error": str(exc), "fallback_seconds": FALLBACK_SECONDS})
-
-    def _on_connection_disconnect(self, connection: Any) -> None:
-        if self._in_poll is connection:
-            # The reply of whatever was pending is gone with the connection.
-            self._pending = None
-        super()._on_connection_disconnect(connection)
 
 
 class Transport(kombu_redis.Transport):
