@@ -104,7 +104,7 @@ def _drain_rate(w: Any, queue: str, task_name: str, n: int, make_args: Callable[
     """Fill ``queue`` with ``n`` messages, let the worker consume it, and time until the
     queue is empty and nothing is unacked (acks_late: acked after the task ran), or, given
     ``done``, until ``done()`` is true (the queue is still drained before returning)."""
-    from dlq.publish import OutgoingTask, publish_tasks
+    from tasks.publish import OutgoingTask, publish_tasks
     from taskplatform.celery import app
 
     publish_tasks([OutgoingTask(task_name, make_args(i), {}, str(uuid.uuid4()), queue) for i in range(n)])

@@ -280,15 +280,15 @@ def dead_letter_update(
 
 def publish_requeues(items: list[tuple[DeadLetter, str, str]]) -> None:
     """Publish ``(row, new_task_id, queue)`` messages on one producer connection: on Redis,
-    ready-made messages in pipelined batches (``dlq.publish``), else one ``send_task`` each."""
-    from dlq.publish import publish_tasks
+    ready-made messages in pipelined batches (``tasks.publish``), else one ``send_task`` each."""
+    from tasks.publish import publish_tasks
 
     publish_tasks([_outgoing(row.pk, row.task_name, row.args, row.kwargs, task_id, queue)
                    for row, task_id, queue in items])
 
 
 def _outgoing(pk: int, task_name: str, args: Any, kwargs: Any, task_id: str, queue: str | None) -> Any:
-    from dlq.publish import OutgoingTask
+    from tasks.publish import OutgoingTask
 
     return OutgoingTask(task_name, args or [], kwargs or {}, task_id, queue or None, {DEAD_LETTER_HEADER: pk})
 
@@ -540,7 +540,7 @@ def redrive_job_run(*, job_id: int, batch_size: int = 1000, time_budget: float =
     if job.action != BulkAction.REQUEUE:
         _run_batches(job, token, batch_size=batch_size, deadline=deadline, sleep=sleep)
     else:
-        from dlq.publish import publish_context
+        from tasks.publish import publish_context
 
         # One producer and Redis connection for every batch of this run.
         with publish_context() as publisher:
@@ -710,7 +710,7 @@ def _publish_job_batch(job: RedriveJob, *, resume: bool = False) -> None:
     """Publish the batch recorded in ``pending_publish``, then clear it. On ``resume`` (a
     previous runner crashed between commit and clear), skip what already reached the broker
     and re-read the rows; otherwise publish what ``_job_batch`` just moved (no second read)."""
-    from dlq.publish import publish_tasks
+    from tasks.publish import publish_tasks
 
     items: list[Any] = getattr(job, "to_publish", None) or []
     if resume or not items:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from dlq import publish, services
+from dlq import services
+from tasks import publish
 from dlq.capture import DEAD_LETTER_HEADER
 from dlq.models import DeadLetter, DeadLetterEvent, DeadLetterStatus, RedriveJob, RedriveJobStatus
 from taskplatform.celery import app

@@ -1,4 +1,4 @@
-"""The batched publish path (dlq/publish.py) writes what apply_async writes, and a stock
+"""The batched publish path (tasks/publish.py) writes what apply_async writes, and a stock
 worker runs it."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from dlq.capture import DEAD_LETTER_HEADER
 from dlq.models import DeadLetter, DeadLetterStatus
-from dlq.publish import OutgoingTask, publish_tasks
+from tasks.publish import OutgoingTask, publish_tasks
 from taskplatform.celery import app
 from tests.factories import DeadLetterFactory
 from tests.workers import wait_for
@@ -72,6 +72,29 @@ def test_fast_path_message_is_identical_to_apply_async(task_name: str, args: lis
     assert second["properties"]["delivery_info"] == {"exchange": "", "routing_key": queue}
 
 
+def test_messages_of_different_tasks_keep_their_own_names() -> None:
+    """Two tasks with the same options share a routing plan, never a message template: a
+    template cut from one task's message once carried that task's name into the other's."""
+    app.tasks
+    queue = f"test-publish-{uuid.uuid4().hex[:8]}"
+    items = [OutgoingTask(name, [i, 1], {}, str(uuid.uuid4()), queue)
+             for i in range(3) for name in ("tasks.demo.add", "tasks.demo.divide", "tasks.demo.add")]
+    assert publish_tasks(items, fast=True) == len(items)
+    published = {m["headers"]["id"]: m["headers"]["task"] for m in _pop_all(queue)}
+    assert published == {item.task_id: item.name for item in items}
+
+
+def test_each_message_keeps_its_own_workflow_links() -> None:
+    app.tasks
+    queue = f"test-publish-{uuid.uuid4().hex[:8]}"
+    plain = OutgoingTask("tasks.demo.add", [1, 1], {}, str(uuid.uuid4()), queue)
+    child = OutgoingTask("tasks.demo.add", [2, 2], {}, str(uuid.uuid4()), queue, root_id="root-1", parent_id="parent-1")
+    assert publish_tasks([plain, child, plain.__class__(**{**plain.__dict__, "task_id": str(uuid.uuid4())})], fast=True) == 3
+    by_id = {m["headers"]["id"]: m["headers"] for m in _pop_all(queue)}
+    assert (by_id[plain.task_id]["root_id"], by_id[plain.task_id]["parent_id"]) == (plain.task_id, None)
+    assert (by_id[child.task_id]["root_id"], by_id[child.task_id]["parent_id"]) == ("root-1", "parent-1")
+
+
 def _add_messages(n: int) -> tuple[str, list[OutgoingTask]]:
     """A fresh queue and ``n`` ``tasks.demo.add`` messages for it."""
     app.tasks
@@ -124,7 +147,7 @@ def test_flat_repr_is_identical_to_saferepr_on_generated_values() -> None:
 
     from celery.utils.saferepr import saferepr
 
-    from dlq.publish import flat_repr
+    from tasks.publish import flat_repr
 
     rng = random.Random(8)
     direct = 0
@@ -147,7 +170,7 @@ def test_flat_repr_is_identical_to_saferepr_on_generated_values() -> None:
 
 
 def test_uuid4_batch_gives_distinct_version_4_uuids() -> None:
-    from dlq.publish import uuid4_batch
+    from tasks.publish import uuid4_batch
 
     ids = uuid4_batch(5000)
     assert len(set(ids)) == 5000
@@ -169,7 +192,7 @@ def test_rendered_messages_match_apply_async_for_awkward_arguments() -> None:
         app.tasks[item.name].apply_async(item.args, item.kwargs, task_id=item.task_id, queue=queue,
                                          headers=item.headers, retries=0)
     expected = [_without_per_message(m) for m in _pop_all(queue)]
-    from dlq.publish import publish_context
+    from tasks.publish import publish_context
 
     with publish_context(fast=True) as publisher:
         assert publisher.publish(items) == len(items)
@@ -178,7 +201,7 @@ def test_rendered_messages_match_apply_async_for_awkward_arguments() -> None:
 
 
 def test_a_template_that_does_not_reproduce_the_message_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dlq import publish
+    from tasks import publish
 
     queue, items = _add_messages(4)
     assert publish_tasks(items, fast=False) == 4

@@ -35,9 +35,9 @@ Differences from ``send_task``, on purpose:
 - a pipeline is not retried by redis-py: a failed batch raises, and the caller's resume
   logic (``dlq.services.already_published``) decides what reached the broker.
 
-Anything unusual (a non-Redis broker, a task with a priority, exchange, routing key,
-expiry, compression or another serializer in its options) takes the ordinary ``send_task``
-path, message by message.
+Anything unusual (a non-Redis broker, a message with options of its own such as an ETA, a
+task with a priority, exchange, routing key, expiry, compression or another serializer in
+its options) takes the ordinary ``send_task`` path, message by message.
 """
 from __future__ import annotations
 
@@ -59,7 +59,11 @@ _FAST_OPTIONS = {"queue", "serializer", "time_limit", "soft_time_limit"}
 @dataclass(frozen=True)
 class OutgoingTask:
     """One message to publish: what ``send_task(name, args, kwargs, task_id=..., queue=...,
-    headers=..., retries=0)`` would send."""
+    headers=..., root_id=..., parent_id=..., retries=0, **options)`` would send.
+
+    ``root_id``/``parent_id`` default to the publishing task's (as ``send_task`` does inside a
+    task); ``options`` (``eta``, ``expires``, ``priority``, ...) send the message through
+    ``send_task`` rather than the fast path."""
 
     name: str
     args: Sequence[Any]
@@ -67,6 +71,9 @@ class OutgoingTask:
     task_id: str
     queue: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    root_id: str | None = None
+    parent_id: str | None = None
 
 
 def broker_is_redis(app: Any = None) -> bool:
@@ -130,7 +137,7 @@ class Publisher:
             if key not in self.plans:
                 self.plans[key] = _plan(app, producer, item)
             plan = self.plans[key]
-            if plan is None:
+            if plan is None or item.options:
                 if buffered:
                     self._flush(batch)
                     buffered = 0
@@ -138,15 +145,17 @@ class Publisher:
                 continue
             if not tags:
                 tags = uuid4_batch(chunk)
-            tkey = (plan, tuple(item.headers))
+            # The task name is part of the template (a literal in it): two tasks with the same
+            # routing plan must not share one.
+            tkey = (item.name, plan, tuple(item.headers))
             template = templates.get(tkey, _UNSET)
             if template is _UNSET or template is None:  # the first of its kind, or no usable template
                 redis_key, message = build_message(app, channel, plan, item)
                 if template is _UNSET:
-                    templates[tkey] = _Template.verified(app, plan, item, message, redis_key, links)
+                    templates[tkey] = _Template.verified(app, plan, item, message, redis_key, _links(item, links))
                 envelope = _json_dumps(message)
             else:
-                redis_key, envelope = template.key, template.render(item, links, tags.pop())
+                redis_key, envelope = template.key, template.render(item, _links(item, links), tags.pop())
             batch.setdefault(redis_key, []).append(envelope)
             buffered += 1
             if buffered >= chunk:
@@ -183,10 +192,18 @@ def _ignore_result(app: Any, name: str) -> bool | None:
     return None if task_type is None else task_type.ignore_result
 
 
+def _links(item: OutgoingTask, parent: tuple[str, str] | None) -> tuple[str, str] | None:
+    """(root_id, parent_id) of ``item``: its own when it has them, else the publishing task's."""
+    if item.parent_id:
+        return item.root_id or item.parent_id, item.parent_id
+    return parent
+
+
 def _send_task(app: Any, producer: Any, item: OutgoingTask) -> None:
+    options = {"ignore_result": _ignore_result(app, item.name), **item.options}
     app.send_task(item.name, args=list(item.args), kwargs=dict(item.kwargs), task_id=item.task_id,
                   queue=item.queue or None, headers=dict(item.headers), retries=0, producer=producer,
-                  ignore_result=_ignore_result(app, item.name))
+                  root_id=item.root_id, parent_id=item.parent_id, **options)
 
 
 @dataclass(frozen=True)
@@ -271,9 +288,9 @@ def build_message(app: Any, channel: Any, plan: _Plan, item: OutgoingTask) -> tu
         kwargsrepr=saferepr(kwargs, app.amqp.kwargsrepr_maxsize, maxlevels=maxlevels),
     )
     parent = app.current_worker_task  # inside a task (a redrive job), send_task links to it
-    if parent:
-        headers["root_id"] = parent.request.root_id or parent.request.id
-        headers["parent_id"] = parent.request.id
+    links = _links(item, (parent.request.root_id or parent.request.id, parent.request.id) if parent else None)
+    if links:
+        headers["root_id"], headers["parent_id"] = links
     headers.update(item.headers)
     properties = dict(template_properties, correlation_id=item.task_id)
     content_type, content_encoding, payload = serialize((args, kwargs, dict(embed)), serializer=plan.serializer)
