@@ -33,6 +33,7 @@ from dlq import selectors, services
 from dlq.errors import NotFound, ServiceError, ValidationFailed
 from dlq.masking import mask
 from dlq.models import BulkAction, DeadLetter, DeadLetterStatus, Role, user_role
+from tasks.outbox import outbox_stats
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
@@ -108,6 +109,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         groups=selectors.failure_groups(filters={"status": DeadLetterStatus.DEAD}, limit=8),
         jobs=list(selectors.redrive_job_active()[:10]),
         alerts=list(selectors.alert_list(open_only=True)[:10]),
+        outbox=outbox_stats(),
+        outbox_alert_age=settings.OUTBOX_ALERT_AGE_SECONDS,
     ))
 
 

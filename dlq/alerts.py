@@ -9,7 +9,10 @@ when it opens and once when it clears, never every minute. Conditions:
   ``DLQ_ALERT_GROWTH_WINDOW_MINUTES`` minutes;
 - ``new_group:<fingerprint>``: a failure group whose first dead letter is in the last
   ``DLQ_ALERT_NEW_GROUP_WINDOW_MINUTES`` minutes; it clears when the group has no dead rows;
-- ``redrive_job_failed:<id>``: a redrive job that failed; it clears after a day.
+- ``redrive_job_failed:<id>``: a redrive job that failed; it clears after a day;
+- ``outbox_stalled``: the oldest message ``enqueue()`` committed has waited in the outbox
+  longer than ``OUTBOX_ALERT_AGE_SECONDS`` (no relay running, or the broker unreachable);
+  it clears once the outbox drains.
 
 Notifications go to the log always, to ``DLQ_ALERT_WEBHOOK_URL`` (JSON POST, retried with
 backoff, then again at the next check until ``MAX_NOTIFY_ATTEMPTS``), and by Django mail to
@@ -31,6 +34,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from dlq.models import Alert, AlertKind, AlertStatus, DeadLetter, DeadLetterStatus, RedriveJob, RedriveJobStatus
+from tasks.outbox import outbox_stats
 
 logger = logging.getLogger("dlq.alerts")
 
@@ -75,6 +79,14 @@ def _conditions(now: Any) -> dict[str, tuple[str, str, dict[str, Any]]]:
         found[f"redrive_job_failed:{job.pk}"] = (
             AlertKind.REDRIVE_JOB_FAILED, f"redrive job #{job.pk} ({job.action}, {job.done}/{job.total}) failed: {job.error[:300]}",
             {"job_id": job.pk, "done": job.done, "total": job.total})
+    waiting = outbox_stats()
+    if waiting.rows and waiting.oldest_age_seconds > settings.OUTBOX_ALERT_AGE_SECONDS:
+        found["outbox_stalled"] = (
+            AlertKind.OUTBOX_STALLED,
+            f"{waiting.rows} enqueued messages wait in the outbox, the oldest for {waiting.oldest_age_seconds:.0f}s "
+            f"(threshold {settings.OUTBOX_ALERT_AGE_SECONDS}s): is an outbox relay running, and the broker reachable?",
+            {"rows": waiting.rows, "oldest_age_seconds": round(waiting.oldest_age_seconds, 1),
+             "threshold": settings.OUTBOX_ALERT_AGE_SECONDS})
     return found
 
 

@@ -125,6 +125,14 @@ class PlatformCollector(Collector):
         yield depth
         yield mark
 
+        from tasks.outbox import outbox_stats
+
+        waiting = outbox_stats()
+        yield GaugeMetricFamily("taskplatform_outbox_rows", "Messages enqueue() committed that the relay has not "
+                                "published yet.", value=waiting.rows)
+        yield GaugeMetricFamily("taskplatform_outbox_oldest_age_seconds", "Age of the oldest message waiting in the "
+                                "outbox (0 when it is empty).", value=waiting.oldest_age_seconds)
+
         alerts = GaugeMetricFamily("taskplatform_alerts_open", "Open alerts by kind.", labels=["kind"])
         for kind, n in Alert.objects.filter(status=AlertStatus.OPEN).values_list("kind").annotate(n=Count("id")).order_by():
             alerts.add_metric([kind], n)
@@ -136,6 +144,8 @@ class PlatformCollector(Collector):
                                      labels=["where"])
         tasks = CounterMetricFamily("taskplatform_task_outcomes", "Task runs by task name and final state.",
                                     labels=["task", "state"])
+        relayed = CounterMetricFamily("taskplatform_outbox_published", "Messages the outbox relays published.")
+        relayed_total = 0
         try:
             from tasks.redis import redis_client
 
@@ -153,4 +163,7 @@ class PlatformCollector(Collector):
                 errors.add_metric(parts[1:], n)
             elif parts[0] == "task" and len(parts) == 3:
                 tasks.add_metric(parts[1:], n)
-        yield from (captured, requeued, errors, tasks)
+            elif parts == ["outbox", "published"]:
+                relayed_total = n
+        relayed.add_metric([], relayed_total)
+        yield from (captured, requeued, errors, tasks, relayed)

@@ -223,6 +223,7 @@ class AlertKind(models.TextChoices):
     GROWTH_RATE = "growth_rate", "DLQ growth rate over threshold"
     NEW_GROUP = "new_group", "New failure group"
     REDRIVE_JOB_FAILED = "redrive_job_failed", "Redrive job failed"
+    OUTBOX_STALLED = "outbox_stalled", "Outbox not draining"
 
 
 class AlertStatus(models.TextChoices):

@@ -1,7 +1,8 @@
 """What ``./dev`` runs once the virtualenv is ready: ``up``, ``test``, ``manage``, ``chaos`` and ``bench``.
 
-``up`` runs web (:8000), one worker, beat and Flower (:5555) in the foreground; Ctrl-C stops
-every process it started (the apps first, then the embedded services it started).
+``up`` runs web (:8000), one worker, the outbox relay, beat and Flower (:5555) in the
+foreground; Ctrl-C stops every process it started (the apps first, then the embedded
+services it started).
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def cmd_up(services: Services, args: argparse.Namespace) -> int:
     commands = {
         "web": [PYTHON, "manage.py", "runserver", f"0.0.0.0:{args.port}", "--noreload"],
         "worker": [CELERY, "-A", "taskplatform", "worker", "-l", "info", "-P", "prefork", "-n", "worker@%h"],
+        "relay": [PYTHON, "manage.py", "outbox_relay"],
         "beat": [CELERY, "-A", "taskplatform", "beat", "-l", "info", "--pidfile", str(data / "beat.pid")],
         "flower": [
             CELERY, "-A", "taskplatform", "flower", f"--port={args.flower_port}",

@@ -258,6 +258,15 @@ QUEUE_HIGH_WATER_MARKS = {
     name.strip(): int(mark) for name, _, mark in
     (item.partition("=") for item in env_list("QUEUE_HIGH_WATER_MARKS", "")) if mark.strip().isdigit()
 }
+# The outbox relay (tasks/relay.py, `manage.py outbox_relay`): rows per batch, how often it
+# looks without a notification, the longest wait while the broker is down, its heartbeat file
+# (`outbox_relay --check`), and the age of the oldest waiting row that opens an alert.
+OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 1000)
+OUTBOX_RELAY_POLL_SECONDS = float(env_int("OUTBOX_RELAY_POLL_MS", 1000)) / 1000
+OUTBOX_RELAY_BACKOFF_MAX = float(env_int("OUTBOX_RELAY_BACKOFF_MAX", 30))
+OUTBOX_RELAY_HEARTBEAT_FILE = os.environ.get("OUTBOX_RELAY_HEARTBEAT_FILE",
+                                             str(BASE_DIR / ".data" / "outbox-relay.heartbeat"))
+OUTBOX_ALERT_AGE_SECONDS = env_int("OUTBOX_ALERT_AGE_SECONDS", 120)
 # How long an enqueue idempotency key holds (seconds).
 IDEMPOTENCY_KEY_TTL = env_int("IDEMPOTENCY_KEY_TTL", 24 * 3600)
 # Largest args+kwargs (as JSON) that the enqueue API and dead-letter edits accept.

@@ -2,20 +2,34 @@
 
 ``QUEUE_HIGH_WATER_MARK`` (default 10,000 messages) applies to every queue;
 ``QUEUE_HIGH_WATER_MARKS`` (``queue=N,other=M``) overrides it per queue, 0 turns it off.
-Depth is read from the broker at most once a second per process and queue (Redis ``LLEN``
-of the queue and its priority lists; RabbitMQ a passive declare), so ``enqueue()`` costs no
-broker round trip per call.
+A queue's depth is what waits in the broker (Redis ``LLEN`` of the queue and its priority
+lists; RabbitMQ a passive declare) plus what waits in the outbox for it (rows ``enqueue()``
+committed that the relay has not published yet: while the broker is down they pile up there).
+It is read at most once a second per process and queue, so ``enqueue()`` pays no round trip
+per call. The broker read never holds up a request: it gives up after
+``BROKER_READ_TIMEOUT`` seconds, and after a failure the last known broker depth is used for
+``BROKER_RETRY_SECONDS`` (the outbox count is still read), so an unreachable broker does not
+stop ``enqueue()``: that is when the outbox matters.
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
+from functools import lru_cache
+from typing import Any
 
 from django.conf import settings
 
+logger = logging.getLogger("tasks.backpressure")
+
 CACHE_SECONDS = 1.0
+BROKER_READ_TIMEOUT = 0.5
+BROKER_RETRY_SECONDS = 5.0
 _cache: dict[str, tuple[float, int]] = {}
+_broker_depths: dict[str, int] = {}  # the last depth read from the broker, per queue
+_broker_down_until = 0.0
 _lock = threading.Lock()
 
 
@@ -32,31 +46,63 @@ def high_water_mark(queue: str) -> int:
     return int(settings.QUEUE_HIGH_WATER_MARKS.get(queue, settings.QUEUE_HIGH_WATER_MARK))
 
 
-def _read_depth(queue: str) -> int:
+def broker_depth(queue: str) -> int:
+    """Messages waiting in the broker's ``queue``; raises when the broker cannot be read
+    within ``BROKER_READ_TIMEOUT``."""
+    from kombu import Connection
+
     from taskplatform.celery import app
 
-    with app.connection_for_read() as conn:
-        if conn.transport_cls in ("redis", "rediss") or str(conn.transport_cls).startswith("redis"):
-            client = conn.default_channel.client
-            sep = "\x06\x16"  # kombu's priority queue naming: celery, celery\x06\x163, ...
-            pipe = client.pipeline()
-            for suffix in ["", *(f"{sep}{p}" for p in range(1, 10))]:
-                pipe.llen(queue + suffix)
-            return int(sum(pipe.execute()))
+    url = app.conf.broker_url
+    if url.startswith(("redis://", "rediss://")):
+        client = _redis_for_depth(url)
+        sep = "\x06\x16"  # kombu's priority queue naming: celery, celery\x06\x163, ...
+        pipe = client.pipeline()
+        for suffix in ["", *(f"{sep}{p}" for p in range(1, 10))]:
+            pipe.llen(queue + suffix)
+        return int(sum(pipe.execute()))
+    options = {**(app.conf.broker_transport_options or {}), "max_retries": 0}
+    with Connection(url, connect_timeout=BROKER_READ_TIMEOUT, transport_options=options) as conn:
+        conn.ensure_connection(max_retries=1)
         try:
             _, count, _ = conn.default_channel.queue_declare(queue=queue, passive=True)
             return int(count)
-        except Exception:  # the queue does not exist yet: it is empty
+        except conn.channel_errors:  # the queue does not exist yet: it is empty
             return 0
 
 
+@lru_cache(maxsize=4)
+def _redis_for_depth(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url, socket_connect_timeout=BROKER_READ_TIMEOUT, socket_timeout=BROKER_READ_TIMEOUT)
+
+
+def _broker_depth_or_last(queue: str) -> int:
+    global _broker_down_until
+    if time.monotonic() < _broker_down_until:
+        return _broker_depths.get(queue, 0)
+    try:
+        depth = broker_depth(queue)
+    except Exception as exc:
+        logger.warning("backpressure.broker_unreadable queue=%s error=%r; using the last depth for %ss",
+                       queue, exc, BROKER_RETRY_SECONDS)
+        _broker_down_until = time.monotonic() + BROKER_RETRY_SECONDS
+        return _broker_depths.get(queue, 0)
+    _broker_depths[queue] = depth
+    return depth
+
+
 def queue_depth(queue: str, *, fresh: bool = False) -> int:
+    """Broker plus outbox (see the module docstring), cached ``CACHE_SECONDS``."""
     now = time.monotonic()
     with _lock:
         cached = _cache.get(queue)
     if cached and not fresh and now - cached[0] < CACHE_SECONDS:
         return cached[1]
-    depth = _read_depth(queue)
+    from tasks.outbox import outbox_depth
+
+    depth = _broker_depth_or_last(queue) + outbox_depth(queue)
     with _lock:
         _cache[queue] = (now, depth)
     return depth

@@ -1,15 +1,29 @@
-"""``enqueue()``: how application code (views) starts a task."""
+"""``enqueue()``: how application code (views) starts a task.
+
+The message is written to the outbox table (``tasks.OutboxMessage``) in the caller's
+transaction, with one ``INSERT``; the relay (``tasks.relay``, ``manage.py outbox_relay``)
+publishes it once that transaction has committed. So the task and the rows its caller wrote
+commit or roll back together: a rollback publishes nothing, and a commit publishes the task
+even if the broker is down at that moment or the web process dies right after the commit
+(both lose the task with ``transaction.on_commit(apply_async)``, the dual-write problem).
+Delivery is at least once (see ``tasks.relay``).
+
+What ``apply_async`` checks at the call, ``enqueue()`` checks too, before writing anything:
+the arguments bind to the task's signature (``TypeError``, unless the task sets
+``typing = False``) and serialise to JSON (kombu's ``EncodeError``).
+"""
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celery import Task
+from celery import Task, current_app
 from django.conf import settings
-from django.db import connection, transaction
-from django.utils import timezone
+from kombu.exceptions import EncodeError
+from kombu.utils.json import dumps as kombu_dumps
 
 from dlq.errors import ValidationFailed
 
@@ -32,13 +46,14 @@ def enqueue(
     task_id: str | None = None,
     idempotency_key: str | None = None,
 ) -> str:
-    """Publish ``task`` once the surrounding transaction commits (at once outside one).
+    """Write ``task``'s message to the outbox in the current transaction (committed at once
+    outside one); the relay publishes it after the commit.
 
-    Returns the task id, known before the message is sent; the task never starts before the
-    rows its caller wrote are committed (celery#9617). Without an idempotency key it costs
-    no database query. With ``idempotency_key``, the same key within
-    ``IDEMPOTENCY_KEY_TTL`` returns the first task id and publishes nothing. Raises
-    ``tasks.backpressure.QueueFull`` when the target queue is over its high-water mark.
+    Returns the task id; the task never starts before the rows its caller wrote are
+    committed (celery#9617). Costs one ``INSERT``. With ``idempotency_key``, the same key
+    within ``IDEMPOTENCY_KEY_TTL`` returns the first task id and writes nothing. Raises
+    ``tasks.backpressure.QueueFull`` when the target queue (broker and outbox together) is
+    over its high-water mark.
     """
     return enqueue_once(task, args=args, kwargs=kwargs, queue=queue, countdown=countdown, task_id=task_id,
                         idempotency_key=idempotency_key)[0]
@@ -53,13 +68,16 @@ def enqueue_once(
     countdown: float | None = None,
     task_id: str | None = None,
     idempotency_key: str | None = None,
+    headers: dict[str, Any] | None = None,
 ) -> tuple[str, bool]:
-    """``enqueue()`` that also says whether it published (False: an earlier enqueue with the
-    same idempotency key did)."""
+    """``enqueue()`` that also says whether it wrote a message (False: an earlier enqueue
+    with the same idempotency key did, and its task id is returned)."""
     from tasks.backpressure import check_capacity
+    from tasks.outbox import OutboxRow, outbox_insert
     from tasks.registry import get_task
 
     task_obj = get_task(task) if isinstance(task, str) else task
+    options: dict[str, Any] = {}
     if countdown is not None:
         if not isinstance(countdown, (int, float)) or isinstance(countdown, bool) or countdown < 0:
             raise ValidationFailed("countdown must be a non-negative number", fields={"countdown": ["invalid"]})
@@ -70,66 +88,30 @@ def enqueue_once(
                 code="countdown_too_long",
                 fields={"countdown": [f"at most {max_countdown()}"]},
             )
-    if idempotency_key is not None:
-        if not isinstance(idempotency_key, str) or not idempotency_key or len(idempotency_key) > 255:
-            raise ValidationFailed("idempotency_key must be 1 to 255 characters", fields={"idempotency_key": ["invalid"]})
-        existing = _existing_key(idempotency_key)
-        if existing:
-            return existing, False
+        if countdown:
+            # Fixed now, as apply_async fixes it when called: the relay's delay does not move it.
+            options["eta"] = (datetime.now(UTC) + timedelta(seconds=countdown)).isoformat()
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key
+                                        or len(idempotency_key) > 255 or "\x00" in idempotency_key):
+        raise ValidationFailed("idempotency_key must be 1 to 255 characters", fields={"idempotency_key": ["invalid"]})
+    call_args, call_kwargs = list(args), dict(kwargs or {})
+    if getattr(task_obj, "typing", False) and hasattr(task_obj, "__header__"):
+        task_obj.__header__(*call_args, **call_kwargs)  # what apply_async checks: TypeError if they do not bind
+    try:
+        payload = kombu_dumps([call_args, call_kwargs])
+        header_json = json.dumps(headers or {}, allow_nan=False)  # a jsonb column: no NaN, no NUL
+    except (TypeError, ValueError) as exc:
+        raise EncodeError(exc) from exc
+    if "\\u0000" in header_json:
+        raise EncodeError("message headers cannot hold NUL characters")
+    parent = current_app.current_worker_task  # enqueued from inside a task: link it as send_task would
+    if parent is not None:
+        options["root_id"] = parent.request.root_id or parent.request.id
+        options["parent_id"] = parent.request.id
+    # Routed by name as before: the explicit queue, the task's, or the default one (the relay
+    # publishes to it; backpressure counts it).
     target_queue = queue or getattr(task_obj, "queue", None) or settings.CELERY_TASK_DEFAULT_QUEUE
     check_capacity(target_queue)
-    task_id = task_id or str(uuid.uuid4())
-    options: dict[str, Any] = {"task_id": task_id}
-    if queue:
-        options["queue"] = queue
-    if countdown:
-        options["countdown"] = countdown
-    call_args, call_kwargs = list(args), dict(kwargs or {})
-    if idempotency_key is None:
-        transaction.on_commit(lambda: task_obj.apply_async(call_args, call_kwargs, **options))
-        return task_id, True
-    with transaction.atomic():
-        claimed = _claim_key(idempotency_key, task_id, task_obj.name)
-        if claimed != task_id:
-            return claimed, False
-
-        def publish() -> None:
-            try:
-                task_obj.apply_async(call_args, call_kwargs, **options)
-            except Exception:
-                # Nothing was sent: free the key so that the producer's retry can publish.
-                from dlq.models import IdempotencyKey
-
-                IdempotencyKey.objects.filter(key=idempotency_key, task_id=task_id).delete()
-                raise
-
-        transaction.on_commit(publish)
-    return task_id, True
-
-
-def _existing_key(key: str) -> str | None:
-    from dlq.models import IdempotencyKey
-
-    return IdempotencyKey.objects.filter(key=key, expires_at__gt=timezone.now()).values_list("task_id", flat=True).first()
-
-
-def _claim_key(key: str, task_id: str, task_name: str) -> str:
-    """Insert the key (or take over an expired one); return the task id that owns it.
-    A concurrent claim of the same key waits on the unique index and then sees the winner."""
-    from dlq.models import IdempotencyKey
-
-    table = IdempotencyKey._meta.db_table
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} AS k (key, task_id, task_name, created_at, expires_at) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (key) DO UPDATE SET task_id = EXCLUDED.task_id, task_name = EXCLUDED.task_name, "
-            "created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at WHERE k.expires_at <= %s "
-            "RETURNING task_id",
-            [key, task_id, task_name, now, now + timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL), now],
-        )
-        row = cursor.fetchone()
-        if row:
-            return str(row[0])
-        cursor.execute(f"SELECT task_id FROM {table} WHERE key = %s", [key])
-        return str(cursor.fetchone()[0])
+    row = OutboxRow(task_id=task_id or str(uuid.uuid4()), task_name=task_obj.name, queue=target_queue,
+                    payload=payload, headers=header_json, options=options, idempotency_key=idempotency_key or "")
+    return outbox_insert(row)

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from dlq.models import Role
 from dlq.roles import ensure_role_groups
-from tests.workers import Worker
+from tests.workers import RelayProcess, Worker
 
 
 def purge_broker() -> None:
@@ -33,10 +33,19 @@ def worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Worker]:
     w.stop()
 
 
+@pytest.fixture(scope="session")
+def relay(django_db_setup: Any, django_db_blocker: Any) -> Iterator[RelayProcess]:
+    """One real outbox relay for the session: it publishes what ``enqueue()`` commits."""
+    r = RelayProcess().start()
+    yield r
+    r.stop()
+
+
 @pytest.fixture
-def live_worker(worker: Worker, transactional_db: Any) -> Worker:
-    """The worker, with a committed (transactional) database the worker can see."""
+def live_worker(worker: Worker, relay: RelayProcess, transactional_db: Any) -> Worker:
+    """The worker and the relay, with a committed (transactional) database both can see."""
     assert worker.proc is not None and worker.proc.poll() is None, worker.log()[-2000:]
+    assert relay.alive, relay.log()[-2000:]
     return worker
 
 

@@ -39,19 +39,22 @@ def test_compose_file_is_valid_and_complete(docker_compose: str) -> None:
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     services = config["services"]
-    assert set(services) == {"postgres", "redis", "rabbitmq", "migrate", "web", "worker", "beat", "flower",
+    assert set(services) == {"postgres", "redis", "rabbitmq", "migrate", "web", "worker", "relay", "beat", "flower",
                              "prometheus", "grafana"}
-    for name in ("postgres", "redis", "rabbitmq", "web", "worker", "flower"):
+    for name in ("postgres", "redis", "rabbitmq", "web", "worker", "relay", "flower"):
         assert services[name]["healthcheck"]["test"], name
     assert "--appendonly" in services["redis"]["command"] and "redisdata:/data" in str(services["redis"]["volumes"])
     assert "pgdata" in str(services["postgres"]["volumes"])
     assert services["web"]["command"][:3] == ["gunicorn", "-c", "gunicorn.conf.py"]
     assert services["worker"]["command"][:4] == ["celery", "-A", "taskplatform", "worker"]
     assert "ports" not in services["worker"] and "container_name" not in services["worker"]  # scalable
+    assert services["relay"]["command"] == ["python", "manage.py", "outbox_relay"]
+    assert "ports" not in services["relay"] and "container_name" not in services["relay"]  # scalable
+    assert "--check" in services["relay"]["healthcheck"]["test"]
     assert services["beat"]["command"][:4] == ["celery", "-A", "taskplatform", "beat"]
     assert "--basic-auth" in " ".join(services["flower"]["command"])
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "ops:change-me"
-    for name in ("web", "worker", "beat", "flower"):
+    for name in ("web", "worker", "relay", "beat", "flower"):
         deps = services[name]["depends_on"]
         assert deps["postgres"]["condition"] == "service_healthy", name
         assert deps["redis"]["condition"] == "service_healthy", name
@@ -67,7 +70,7 @@ def test_compose_default_services_have_no_profile(docker_compose: str) -> None:
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     default = {name for name, spec in services.items() if not spec.get("profiles")}
-    assert default == {"postgres", "redis", "migrate", "web", "worker", "beat", "flower"}
+    assert default == {"postgres", "redis", "migrate", "web", "worker", "relay", "beat", "flower"}
 
 
 def test_compose_refuses_to_run_without_secrets(docker_compose: str, tmp_path: Path) -> None:

@@ -108,3 +108,53 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
         time.sleep(interval)
+
+
+class RelayProcess:
+    """A real ``manage.py outbox_relay`` subprocess on the tests' database (we own its group)."""
+
+    def __init__(self, *, env: dict[str, str] | None = None, name: str = "relay", log_path: Path | None = None) -> None:
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = log_path or ROOT / ".data" / "test-logs" / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self.heartbeat = self.log_path.with_suffix(".heartbeat")
+
+    def start(self, timeout: float = 30.0) -> "RelayProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.heartbeat.unlink(missing_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATABASE_URL": self.env.get("DATABASE_URL") or database_url(),
+               "OUTBOX_RELAY_HEARTBEAT_FILE": str(self.heartbeat), "OUTBOX_RELAY_POLL_MS": "200", **self.env}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "manage.py", "outbox_relay"], cwd=ROOT, env=env,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: self.heartbeat.exists() or self.proc.poll() is not None, timeout=timeout,  # type: ignore[union-attr]
+                 interval=0.1, message="the outbox relay's first heartbeat")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"outbox relay exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: no batch is finished, nothing is cleaned up."""
+        if self.alive:
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.alive:
+            assert self.proc is not None
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()

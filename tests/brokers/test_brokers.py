@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from dlq.models import DeadLetter, DeadLetterStatus
-from tests.workers import CELERY, ROOT, Worker, database_url, wait_for
+from tests.workers import CELERY, ROOT, RelayProcess, Worker, database_url, wait_for
 
 pytestmark = pytest.mark.worker
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -48,12 +48,14 @@ def test_capture_and_requeue_on_each_broker(broker: str, transactional_db: Any) 
     env = {"CELERY_BROKER_URL": os.environ["CELERY_BROKER_URL"] if broker == "redis" else RABBITMQ_URL,
            "CELERY_QUORUM_QUEUES": f"celery,{queue}", "DATABASE_URL": database_url()}
     worker = Worker(queues=queue, env=env).start(timeout=90) if broker == "redis" else _start_amqp_worker(queue, env)
+    relay = RelayProcess(env=env, name=f"relay-{broker}").start()  # publishes enqueue()'s outbox rows to this broker
     try:
         result = subprocess.run([sys.executable, "-m", "tests.brokers.scenario", queue], cwd=ROOT, capture_output=True,
                                 text=True, timeout=300, env={**os.environ, **env})
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
         out = json.loads(result.stdout.strip().splitlines()[-1])
     finally:
+        relay.stop()
         worker.stop()
     assert out["broker"] == broker
     assert out["captured"] == {"reason": "non_retryable", "queue": queue, "attempts": 1}

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from dlq.models import Alert, DeadLetter, DeadLetterEvent, DeadLetterStatus, RedriveJob, Role
+from tasks.models import OutboxMessage
 from tests.conftest import make_user
 from tests.factories import DeadLetterFactory
 from tests.workers import wait_for
@@ -101,11 +104,15 @@ def test_overview_shows_counts_groups_jobs_alerts_within_ten_queries(login: Any,
     DeadLetterFactory(status=DeadLetterStatus.RESOLVED, reason="max_retries_exceeded", task_name="tasks.demo.flaky")
     RedriveJob.objects.create(action="requeue", actor="x", reason="r", total=10, done=4, status="running")
     Alert.objects.create(kind="dlq_size", key="dlq_size", message="DLQ holds 4 dead letters (threshold 3)")
+    # Set aside (a later available_at), so that a relay running beside the tests leaves it.
+    OutboxMessage.objects.create(task_id="t-1", task_name="tasks.demo.add", queue="celery", payload="[[1, 2], {}]",
+                                 available_at=timezone.now() + timedelta(hours=1))
     client = login(Role.VIEWER)
     with django_assert_max_num_queries(10):
         response = client.get("/dashboard/")
     html = response.content.decode()
     assert response.status_code == 200
+    assert re.search(r"Outbox: <strong>1</strong> enqueued message waiting for the relay", html)
     assert "DLQ holds 4 dead letters" in html and "Job #" in html and 'aria-valuenow="4"' in html
     assert re.search(r'<span class="n">3</span>Dead', html) and re.search(r'<span class="n">1</span>Resolved', html)
     assert "max_retries_exceeded" in html and "order 7 not found" in html

@@ -191,3 +191,29 @@ def test_json_logs_carry_the_ids() -> None:
     line = json.loads(out.stderr.strip().splitlines()[-1])
     assert line["message"] == "dead_letter.requeue" and line["task_id"] == "t-1" and line["dead_letter_id"] == 7
     assert line["level"] == "INFO" and line["logger"] == "dlq"
+
+
+def test_a_stalled_outbox_opens_an_alert_and_shows_in_the_metrics(receiver: Receiver, settings: Any, client: Any) -> None:
+    from django.db import connection
+
+    from tasks.models import OutboxMessage
+
+    settings.OUTBOX_ALERT_AGE_SECONDS = 60
+    settings.METRICS_TOKEN = "s3cret"
+    # A row the relay set aside (it failed on its own): a relay running beside the tests leaves it.
+    row = OutboxMessage.objects.create(task_id="t-waiting", task_name="tasks.demo.add", queue="celery", payload="[[1, 2], {}]",
+                                       available_at=timezone.now() + timedelta(hours=1))
+    assert alerts_check()["opened"] == []  # young: the relay has not had its chance yet
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE tasks_outboxmessage SET created_at = now() - interval '5 minutes' WHERE id = %s", [row.pk])
+    assert alerts_check()["opened"] == ["outbox_stalled"]
+    alert = Alert.objects.get(key="outbox_stalled", status="open")
+    assert alert.details["rows"] == 1 and alert.details["oldest_age_seconds"] >= 300
+    assert receiver.states() == [("open", "outbox_stalled")]
+    metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(
+        client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").content.decode()) for s in f.samples}
+    assert metrics[("taskplatform_outbox_rows", ())] == 1
+    assert metrics[("taskplatform_outbox_oldest_age_seconds", ())] >= 300
+    OutboxMessage.objects.all().delete()  # a relay published it
+    assert alerts_check()["resolved"] == ["outbox_stalled"]
+    assert receiver.states() == [("open", "outbox_stalled"), ("resolved", "outbox_stalled")]

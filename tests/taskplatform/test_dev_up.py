@@ -1,4 +1,5 @@
-"""`./dev up` for real: web, worker, beat and Flower start, answer, and all stop on Ctrl-C."""
+"""`./dev up` for real: web, worker, the outbox relay, beat and Flower start, answer, and all
+stop on Ctrl-C."""
 from __future__ import annotations
 
 import os
@@ -66,11 +67,26 @@ def test_dev_up_serves_everything_and_stops_cleanly(scratch_database: str, tmp_p
         listing = session.get(f"{base}/admin/dlq/deadletter/", timeout=5)
         assert listing.status_code == 200 and "tasks.demo.divide" in listing.text  # the demo dead letters
 
+        # A task enqueued from a view travels outbox → relay → worker and dies into a dead letter.
+        demo = session.get(f"{base}/demo/", timeout=5)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', demo.text).group(1)
+        posted = session.post(f"{base}/demo/", timeout=10, headers={"Referer": f"{base}/demo/"},
+                              data={"csrfmiddlewaretoken": token, "task": "tasks.demo.divide", "args": "[7, 0]",
+                                    "kwargs": "{}"})
+        assert posted.status_code == 200 and "Enqueued tasks.demo.divide" in posted.text
+
+        def captured() -> bool:
+            rows = session.get(f"{base}/api/v1/dead-letters/", params={"task_name": "tasks.demo.divide"}, timeout=5)
+            return any(r["args"] == [7, 0] for r in rows.json()["results"])
+
+        wait_for(captured, timeout=60, interval=0.5, message="the enqueued task's dead letter")
+
         assert requests.get(f"http://127.0.0.1:{flower}/", timeout=5).status_code == 401
         assert requests.get(f"http://127.0.0.1:{flower}/", auth=("demo", "demo-password"), timeout=5).status_code == 200
 
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) >= 4
+        assert len(children) >= 5
+        assert any("outbox_relay" in " ".join(c.cmdline()) for c in children)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -133,7 +133,16 @@ def test_policy_cap_leaves_the_rest_for_a_person(live_worker: Any, dependency: D
     assert note.actor == "system" and "needs a person" in note.reason
 
 
-def test_two_enqueues_with_one_key_give_one_task(transactional_db: Any, api_client_for: Any) -> None:
+def published(queue: str) -> int:
+    """Messages in ``queue`` once the relay has published what the outbox held for it."""
+    from tasks.models import OutboxMessage
+    from tasks.redis import redis_client
+
+    wait_for(lambda: not OutboxMessage.objects.filter(queue=queue).exists(), message=f"the relay published {queue}")
+    return int(redis_client().llen(queue))
+
+
+def test_two_enqueues_with_one_key_give_one_task(transactional_db: Any, api_client_for: Any, relay: Any) -> None:
     from tasks.redis import redis_client
 
     queue = f"idem-{uuid.uuid4().hex[:6]}"
@@ -143,7 +152,7 @@ def test_two_enqueues_with_one_key_give_one_task(transactional_db: Any, api_clie
     second = client.post("/api/v1/tasks/enqueue/", body, format="json")
     assert first.status_code == 202 and second.status_code == 200
     assert first.json()["task_id"] == second.json()["task_id"]
-    assert redis_client().llen(queue) == 1
+    assert published(queue) == 1
     # Another key publishes again; an expired key may be reused.
     assert client.post("/api/v1/tasks/enqueue/", {**body, "idempotency_key": "order-43"}, format="json").status_code == 202
     from dlq.models import IdempotencyKey
@@ -151,11 +160,11 @@ def test_two_enqueues_with_one_key_give_one_task(transactional_db: Any, api_clie
     IdempotencyKey.objects.filter(key="order-42").update(expires_at=timezone.now() - timedelta(seconds=1))
     third = client.post("/api/v1/tasks/enqueue/", body, format="json")
     assert third.status_code == 202 and third.json()["task_id"] != first.json()["task_id"]
-    assert redis_client().llen(queue) == 3
+    assert published(queue) == 3
     redis_client().delete(queue)
 
 
-def test_concurrent_enqueues_with_one_key_publish_once(transactional_db: Any) -> None:
+def test_concurrent_enqueues_with_one_key_publish_once(transactional_db: Any, relay: Any) -> None:
     from django.db import connection
 
     from tasks.enqueue import enqueue_once
@@ -175,8 +184,8 @@ def test_concurrent_enqueues_with_one_key_publish_once(transactional_db: Any) ->
         t.start()
     for t in threads:
         t.join()
-    assert len({tid for tid, _ in results}) == 1 and sum(published for _, published in results) == 1
-    assert redis_client().llen(queue) == 1
+    assert len({tid for tid, _ in results}) == 1 and sum(written for _, written in results) == 1
+    assert published(queue) == 1
     redis_client().delete(queue)
 
 
@@ -198,7 +207,7 @@ def test_a_redelivered_idempotent_task_does_its_effect_once(live_worker: Any) ->
 
 
 def test_a_queue_over_its_mark_gets_429_and_recovers_when_drained(transactional_db: Any, api_client_for: Any,
-                                                                  settings: Any) -> None:
+                                                                  settings: Any, relay: Any) -> None:
     from tasks.backpressure import QueueFull
     from tasks.enqueue import enqueue
     from tasks.redis import redis_client
@@ -215,7 +224,7 @@ def test_a_queue_over_its_mark_gets_429_and_recovers_when_drained(transactional_
     assert response.json()["error"]["code"] == "queue_full"
     with pytest.raises(QueueFull):
         enqueue("tasks.demo.add", args=[1, 2], queue=queue)
-    assert redis_client().llen(queue) == 3
+    assert published(queue) == 3
     redis_client().delete(queue)  # drained
     time.sleep(1.1)
     assert client.post("/api/v1/tasks/enqueue/", body, format="json").status_code == 202
