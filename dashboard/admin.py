@@ -28,8 +28,9 @@ from django_celery_beat.models import PeriodicTask
 from dashboard.permissions import has_role
 from dlq import exports, services
 from dlq.errors import ServiceError
+from dlq.jsonsafe import jsonb_safe
 from dlq.masking import mask
-from dlq.models import Alert, DeadLetter, DeadLetterEvent, RedriveJob, ReprocessPolicy, Role
+from dlq.models import Alert, DeadLetter, DeadLetterEvent, QuarantinedEntry, RedriveJob, ReprocessPolicy, Role
 from dlq.selectors import dead_letter_filter
 
 MAX_ACTION_ROWS = 1000  # more than this: use a bulk redrive job (dashboard or API)
@@ -113,14 +114,17 @@ class DeadLetterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         ("Error", {"fields": ("exception_type", "exception_message", "traceback_pre")}),
         ("History", {"fields": ("attempts_pretty", "retries", "first_failed_at", "last_failed_at",
                                 "requeue_count", "last_requeued_task_id", "fingerprint")}),
-        ("Message", {"classes": ("collapse",), "fields": ("headers_pretty", "options_pretty", "content_type",
-                                                          "content_encoding", "raw_body", "created_at", "updated_at")}),
+        ("Workflow", {"fields": ("root_id", "parent_id", "group_id")}),
+        ("Message", {"classes": ("collapse",), "fields": ("headers_pretty", "options_pretty", "raw_arguments_masked",
+                                                          "content_type", "content_encoding", "raw_body", "created_at",
+                                                          "updated_at")}),
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DeadLetter]:
         qs = super().get_queryset(request)
         if request.resolver_match and request.resolver_match.url_name == "dlq_deadletter_changelist":
-            qs = qs.defer("traceback", "raw_body", "attempts", "headers", "options", "args", "kwargs", "search")
+            qs = qs.defer("traceback", "raw_body", "raw_arguments", "attempts", "headers", "options", "args", "kwargs",
+                          "search")
         return qs
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[DeadLetter],
@@ -167,6 +171,12 @@ class DeadLetterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description="headers")
     def headers_pretty(self, obj: DeadLetter) -> str:
         return _pretty(obj.headers)
+
+    @admin.display(description="exact arguments (kept as text; secrets masked)")
+    def raw_arguments_masked(self, obj: DeadLetter) -> str:
+        if obj.raw_arguments is None:
+            return "–"
+        return _pretty(jsonb_safe(json.loads(obj.raw_arguments)))  # NaN, NUL, lone surrogates shown as text
 
     @admin.display(description="options")
     def options_pretty(self, obj: DeadLetter) -> str:
@@ -280,6 +290,49 @@ class AlertAdmin(RoleViewMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("id", "kind", "status", "message", "opened_at", "resolved_at", "notified_at")
     list_filter = ("status", "kind")
     readonly_fields = [f.name for f in Alert._meta.fields]
+
+
+@admin.register(QuarantinedEntry)
+class QuarantinedEntryAdmin(RoleViewMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+    """Spooled operations Postgres refused for their content (``dlq.spool``): every role reads
+    them (secrets masked); admins retry one after a fix, or delete it."""
+
+    list_display = ("id", "kind", "task_id", "short_error", "attempts", "created_at")
+    list_filter = ("kind",)
+    search_fields = ("=task_id",)
+    fields = ("kind", "task_id", "entry_masked", "error", "attempts", "created_at")
+    readonly_fields = fields
+    actions = ["retry_selected"]
+
+    @admin.display(description="error")
+    def short_error(self, obj: QuarantinedEntry) -> str:
+        return obj.error[:120]
+
+    @admin.display(description="entry (secrets masked)")
+    def entry_masked(self, obj: QuarantinedEntry) -> str:
+        try:
+            return _pretty(json.loads(obj.entry))
+        except ValueError:
+            return format_html("<pre>{}</pre>", obj.entry[:5000])
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_role(request.user, Role.ADMIN)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        return super().get_actions(request) if has_role(request.user, Role.ADMIN) else {}
+
+    @admin.action(description="Retry writing the selected entries")
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[QuarantinedEntry]) -> None:
+        from dlq.spool import quarantine_retry
+
+        written = refused = 0
+        for pk in queryset.values_list("pk", flat=True):
+            if quarantine_retry(entry_id=pk) == "db":
+                written += 1
+            else:
+                refused += 1
+        self.message_user(request, f"{written} written; {refused} refused again (still quarantined).",
+                          messages.SUCCESS if not refused else messages.WARNING)
 
 
 @admin.register(ReprocessPolicy)

@@ -3,11 +3,12 @@ do what, what a reason is) live in ``dlq.services``; these forms turn text into 
 the services take and give every input a label."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
 
+from dlq.errors import ValidationFailed
+from dlq.jsonsafe import parse_json
 from dlq.models import BulkAction, DeadLetterStatus, DeathReason
 from dlq.selectors import FILTER_KEYS
 
@@ -29,6 +30,9 @@ class SearchForm(forms.Form):
     queue = forms.CharField(required=False, max_length=1000)
     task_id = forms.CharField(required=False, max_length=1000, label="Task id")
     fingerprint = forms.CharField(required=False, max_length=1000)
+    root_id = forms.CharField(required=False, max_length=1000, label="Root id", help_text="Every dead letter of one workflow.")
+    parent_id = forms.CharField(required=False, max_length=1000, label="Parent id")
+    group_id = forms.CharField(required=False, max_length=1000, label="Group id")
     failed_after = forms.CharField(required=False, max_length=64, label="Failed after",
                                    widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     failed_before = forms.CharField(required=False, max_length=64, label="Failed before",
@@ -41,11 +45,12 @@ class SearchForm(forms.Form):
 
 
 def parse_json_field(text: str, *, kind: type, name: str) -> Any:
-    """``text`` as JSON of type ``kind`` (``list`` or ``dict``); raises ``ValidationError``."""
+    """``text`` as JSON of type ``kind`` (``list`` or ``dict``), with the API's limits (size,
+    depth, no NaN/Infinity/NUL); raises ``ValidationError``."""
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise forms.ValidationError(f"{name} is not valid JSON: {exc}") from None
+        value = parse_json(text, name=name)
+    except ValidationFailed as exc:
+        raise forms.ValidationError(exc.message) from None
     if not isinstance(value, kind):
         raise forms.ValidationError(f"{name} must be a JSON {'array' if kind is list else 'object'}")
     return value

@@ -189,6 +189,7 @@ def _detail_context(request: HttpRequest, row: DeadLetter, **extra: Any) -> dict
         is_dead=row.status == DeadLetterStatus.DEAD,
         can_resolve=row.status in (DeadLetterStatus.DEAD, DeadLetterStatus.REQUEUED),
         group_url=reverse("dashboard-group", args=[row.fingerprint]) if row.fingerprint else None,
+        workflow=selectors.dead_letter_workflow(row),
         **extra,
     )
 
@@ -259,7 +260,11 @@ def _transition(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
     reason = request.POST.get("reason", "")
     try:
         if verb == "requeue":
-            task_id = services.dead_letter_requeue(dead_letter_id=row.pk, actor=actor(request), reason=reason)
+            # The version the page showed: a click that lands after the row changed (a
+            # requeued run already failed again) is refused instead of requeueing again.
+            version = request.POST.get("version", "")
+            task_id = services.dead_letter_requeue(dead_letter_id=row.pk, actor=actor(request), reason=reason,
+                                                   version=int(version) if version.isdigit() else None)
             messages.success(request, f"Requeued as task {task_id}. This page follows the new run.")
         elif verb == "discard":
             services.dead_letter_discard(dead_letter_id=row.pk, actor=actor(request), reason=reason)

@@ -10,6 +10,9 @@ when it opens and once when it clears, never every minute. Conditions:
 - ``new_group:<fingerprint>``: a failure group whose first dead letter is in the last
   ``DLQ_ALERT_NEW_GROUP_WINDOW_MINUTES`` minutes; it clears when the group has no dead rows;
 - ``redrive_job_failed:<id>``: a redrive job that failed; it clears after a day;
+- ``spool_quarantine``: spooled operations Postgres refused for their content sit in the
+  quarantine (``QuarantinedEntry``) waiting for a person; it clears when they are retried or
+  deleted;
 - ``outbox_stalled``: the oldest message ``enqueue()`` committed has waited in the outbox
   longer than ``OUTBOX_ALERT_AGE_SECONDS`` (no relay running, or the broker unreachable);
   it clears once the outbox drains.
@@ -33,7 +36,16 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from dlq.models import Alert, AlertKind, AlertStatus, DeadLetter, DeadLetterStatus, RedriveJob, RedriveJobStatus
+from dlq.models import (
+    Alert,
+    AlertKind,
+    AlertStatus,
+    DeadLetter,
+    DeadLetterStatus,
+    QuarantinedEntry,
+    RedriveJob,
+    RedriveJobStatus,
+)
 from tasks.outbox import outbox_stats
 
 logger = logging.getLogger("dlq.alerts")
@@ -79,6 +91,13 @@ def _conditions(now: Any) -> dict[str, tuple[str, str, dict[str, Any]]]:
         found[f"redrive_job_failed:{job.pk}"] = (
             AlertKind.REDRIVE_JOB_FAILED, f"redrive job #{job.pk} ({job.action}, {job.done}/{job.total}) failed: {job.error[:300]}",
             {"job_id": job.pk, "done": job.done, "total": job.total})
+    quarantined = QuarantinedEntry.objects.count()
+    if quarantined:
+        found["spool_quarantine"] = (
+            AlertKind.SPOOL_QUARANTINE,
+            f"{quarantined} spool entries were refused by Postgres for their content and wait in the quarantine "
+            "(admin: Quarantined spool entries): look at them, retry after a fix, or delete them",
+            {"entries": quarantined})
     waiting = outbox_stats()
     if waiting.rows and waiting.oldest_age_seconds > settings.OUTBOX_ALERT_AGE_SECONDS:
         found["outbox_stalled"] = (

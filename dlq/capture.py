@@ -69,8 +69,7 @@ def bounded(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def previous_attempts(request: Any) -> list[dict[str, Any]]:
-    value = getattr(request, ATTEMPTS_HEADER, None)
-    return list(value) if isinstance(value, list) else []
+    return clean_attempts(getattr(request, ATTEMPTS_HEADER, None))
 
 
 def attempts_with(request: Any, exc: BaseException | None, **overrides: Any) -> list[dict[str, Any]]:
@@ -82,27 +81,104 @@ def attempts_with(request: Any, exc: BaseException | None, **overrides: Any) -> 
 
 def delivery_queue(delivery_info: Mapping[str, Any] | None) -> tuple[str, str]:
     """(queue, routing_key) of a delivery: the routing key on the default exchange is the queue."""
-    info = delivery_info or {}
-    routing_key = str(info.get("routing_key") or "")
+    info = delivery_info if isinstance(delivery_info, Mapping) else {}
+    routing_key = clean_text(info.get("routing_key") or "", FIELD_LIMIT)
     return routing_key, routing_key
 
 
-def request_options(request: Any) -> dict[str, Any]:
-    delivery_info = getattr(request, "delivery_info", None) or {}
-    options = {
-        "eta": getattr(request, "eta", None),
-        "expires": getattr(request, "expires", None),
-        "priority": delivery_info.get("priority"),
-        "exchange": delivery_info.get("exchange"),
-    }
-    return {k: v for k, v in options.items() if v is not None}
+#: Headers of our own: the attempt history and the dead-letter link (kept in columns of
+#: their own), the beat schedule marks (a requeue is not a scheduled tick). A requeue sends
+#: every other custom header again.
+INTERNAL_HEADER_PREFIX = "dlq_"
 
 
 def request_headers(request: Any) -> dict[str, Any]:
-    headers = {
-        "parent_id": getattr(request, "parent_id", None),
-        "root_id": getattr(request, "root_id", None),
-        "group_id": getattr(request, "group", None),
+    """The message's custom headers (what ``apply_async(headers=...)`` and other producers
+    added), as Celery carries them to a retry; ours (``dlq_*``) aside."""
+    headers = getattr(request, "headers", None)
+    if not isinstance(headers, Mapping):
+        return {}
+    return {str(k): v for k, v in headers.items() if k not in (ATTEMPTS_HEADER, DEAD_LETTER_HEADER)}
+
+
+def request_options(request: Any, task: Any = None) -> dict[str, Any]:
+    """What a requeue needs to send the same message again, beyond name, arguments and
+    headers: its priority, its own time limits (when they differ from the task's), and its
+    place in a workflow (links, errbacks, chain, chord, group); plus eta/expires/exchange and
+    the origin, kept for the record (a requeue does not reuse a past eta or expiry)."""
+    delivery_info = getattr(request, "delivery_info", None)
+    delivery_info = delivery_info if isinstance(delivery_info, Mapping) else {}
+    options: dict[str, Any] = {
+        "eta": getattr(request, "eta", None),
+        "expires": getattr(request, "expires", None),
+        "exchange": delivery_info.get("exchange"),
         "origin": getattr(request, "origin", None),
+        "priority": delivery_info.get("priority") or None,  # 0 is the default: nothing to keep
+        "link": getattr(request, "callbacks", None),
+        "link_error": getattr(request, "errbacks", None),
+        "chain": getattr(request, "chain", None),
+        "chord": getattr(request, "chord", None),
+        "group_index": getattr(request, "group_index", None),
+        "shadow": getattr(request, "shadow", None),
     }
-    return {k: v for k, v in headers.items() if v}
+    timelimit = getattr(request, "timelimit", None)
+    if isinstance(timelimit, (list, tuple)) and len(timelimit) == 2:
+        hard, soft = timelimit
+        if task is None or hard != getattr(task, "time_limit", None):
+            options["time_limit"] = hard
+        if task is None or soft != getattr(task, "soft_time_limit", None):
+            options["soft_time_limit"] = soft
+    return {k: v for k, v in options.items() if v not in (None, [], {}, "")}
+
+
+def workflow_ids(request: Any) -> tuple[str, str, str]:
+    """(root_id, parent_id, group_id) of the request, cleaned."""
+    return tuple(clean_text(getattr(request, name, None) or "", FIELD_LIMIT)  # type: ignore[return-value]
+                 for name in ("root_id", "parent_id", "group"))
+
+
+FIELD_LIMIT = 255
+_UNSAFE_CHARS = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def clean_text(value: Any, limit: int | None = None) -> str:
+    """A value made fit for a Postgres text column, which refuses NUL and lone surrogates:
+    a string, those characters written as visible ``\\uXXXX``, at most ``limit`` characters."""
+    text = value if isinstance(value, str) else str(value)
+    if "\x00" in text or (not text.isascii() and _UNSAFE_CHARS.search(text)):
+        text = _UNSAFE_CHARS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text if limit is None else text[:limit]
+
+
+def text_is_unsafe(text: str) -> bool:
+    return "\x00" in text or (not text.isascii() and _UNSAFE_CHARS.search(text) is not None)
+
+
+def clean_attempts(value: Any) -> list[dict[str, Any]]:
+    """An attempt history as a foreign producer may send it (any JSON in the header), made
+    into the shape we store: dicts with a number, a parseable time, and bounded strings.
+    Entries that are not objects are dropped."""
+    if not isinstance(value, list):
+        return []
+    cleaned = []
+    for item in value[-(KEEP_FIRST + KEEP_LAST) * 2:]:
+        if not isinstance(item, Mapping):
+            continue
+        number = item.get("number")
+        at = item.get("at")
+        cleaned.append({
+            "number": number if isinstance(number, int) and not isinstance(number, bool) and 0 <= number < 2**31 else 0,
+            "at": at if isinstance(at, str) and parse_time(at) is not None else now_iso(),
+            "exception_type": clean_text(item.get("exception_type") or "", FIELD_LIMIT),
+            "message": clean_text(item.get("message") or "", MESSAGE_LIMIT),
+            "worker": clean_text(item.get("worker") or "", FIELD_LIMIT),
+        })
+    return bounded(cleaned)
+
+
+def parse_time(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text[:64])
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None and 1970 <= parsed.year <= 9999 else None

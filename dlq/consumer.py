@@ -21,7 +21,7 @@ from typing import Any
 
 from celery.worker.consumer import Consumer
 
-from dlq.capture import attempt_record, qualified_name
+from dlq.capture import attempt_record, delivery_queue, qualified_name, request_headers, request_options, workflow_ids
 from dlq.models import DeathReason
 
 logger = logging.getLogger("dlq.consumer")
@@ -42,47 +42,66 @@ def raw_body_text(body: Any) -> tuple[str, str]:
 
 
 def _json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+    """Header values a transport may hand over in types JSON lacks (bytes, dates), as text."""
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (ValueError, RecursionError):
+        return {}
 
 
 def failure_from_message(message: Any, exc: BaseException | None, reason: str, hostname: str | None) -> Any:
+    from celery.app.task import Context
+
     from dlq.services import CapturedFailure
 
-    headers = dict(message.headers or {}) if isinstance(message.headers, dict) else {}
+    headers = dict(message.headers) if isinstance(message.headers, dict) else {}
     body = message.body
     raw, how = raw_body_text(body)
     digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
     task_id = str(headers.get("id") or f"body-{digest}")
     task_name = str(headers.get("task") or "")
     args = kwargs = None
+    embed: dict[str, Any] = {}
     if reason == DeathReason.UNREGISTERED_TASK and message.content_type == "application/json":
         try:
             decoded = json.loads(raw if how == "utf-8" else "")
             if isinstance(decoded, list) and len(decoded) >= 2 and isinstance(decoded[0], list) \
                     and isinstance(decoded[1], dict):
                 args, kwargs = decoded[0], decoded[1]
-        except ValueError:
+                if len(decoded) > 2 and isinstance(decoded[2], dict):
+                    embed = {k: decoded[2].get(k) for k in ("callbacks", "errbacks", "chain", "chord")}
+        except (ValueError, RecursionError):
             pass
-    delivery = message.delivery_info or {}
-    routing_key = str(delivery.get("routing_key") or "")
+    delivery = message.delivery_info if isinstance(message.delivery_info, dict) else {}
+    # The request a worker would have run, as Celery builds it: its custom headers, workflow
+    # ids and options are read the same way as for a task that ran.
+    try:
+        request = Context({**headers, **embed, "delivery_info": delivery})
+    except Exception:  # headers Celery itself cannot read (a timelimit of the wrong shape, ...)
+        request = Context({"delivery_info": delivery})
+    queue, routing_key = delivery_queue(delivery)
+    root_id, parent_id, group_id = workflow_ids(request)
     exc_type = qualified_name(type(exc)) if exc is not None else "UnknownMessage"
     exc_message = str(exc) if exc is not None else "message without a task header"
     return CapturedFailure(
-        task_id=task_id[:255],
-        task_name=task_name[:255],
+        task_id=task_id,
+        task_name=task_name,
         reason=reason,
         exception_type=exc_type,
         exception_message=exc_message,
-        queue=routing_key,
+        queue=queue,
         routing_key=routing_key,
         args=args,
         kwargs=kwargs,
-        headers=_json_safe({k: v for k, v in headers.items() if k not in ("argsrepr", "kwargsrepr")}),
-        options={"raw_body_encoding": how, "exchange": delivery.get("exchange")},
+        headers=_json_safe(request_headers(request)),
+        options=_json_safe({**request_options(request), "raw_body_encoding": how}),
         attempts=[attempt_record(1, exc, hostname, exception_type=exc_type, message=exc_message)],
         raw_body=raw,
         content_type=str(message.content_type or ""),
         content_encoding=str(message.content_encoding or ""),
+        root_id=root_id,
+        parent_id=parent_id,
+        group_id=group_id,
     )
 
 

@@ -102,6 +102,10 @@ class PlatformCollector(Collector):
         for where, n in sizes.items():
             spooled.add_metric([where], max(n, 0))
         yield spooled
+        from dlq.models import QuarantinedEntry
+
+        yield GaugeMetricFamily("taskplatform_spool_quarantined", "Spooled operations Postgres refused for their "
+                                "content, waiting for a person.", value=QuarantinedEntry.objects.count())
 
         jobs = GaugeMetricFamily("taskplatform_redrive_job_rows", "Rows of running redrive jobs.", labels=["job", "action", "kind"])
         for job in RedriveJob.objects.filter(status__in=[RedriveJobStatus.PENDING, RedriveJobStatus.RUNNING]):

@@ -1,6 +1,9 @@
 """Dead letters and their audit trail."""
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
@@ -22,6 +25,7 @@ class DeathReason(models.TextChoices):
     REJECTED = "rejected", "Rejected"
     UNREGISTERED_TASK = "unregistered_task", "Unregistered task"
     DECODE_ERROR = "decode_error", "Decode error"
+    INVALID_ARGUMENTS = "invalid_arguments", "Arguments do not fit the task"
 
 
 class DeadLetter(models.Model):
@@ -33,10 +37,19 @@ class DeadLetter(models.Model):
     task_name = models.CharField(max_length=255, db_index=False, help_text="Registered name of the task.")
     queue = models.CharField(max_length=255, blank=True, default="", help_text="Queue the message was consumed from.")
     routing_key = models.CharField(max_length=255, blank=True, default="", help_text="Routing key of the delivery.")
+    root_id = models.CharField(max_length=255, blank=True, default="", help_text="Workflow: the id of the first task of its tree.")
+    parent_id = models.CharField(max_length=255, blank=True, default="", help_text="Workflow: the task that sent this one.")
+    group_id = models.CharField(max_length=255, blank=True, default="", help_text="Workflow: its group or chord header.")
     args = models.JSONField(null=True, blank=True, help_text="Positional arguments (null when undecodable).")
     kwargs = models.JSONField(null=True, blank=True, help_text="Keyword arguments (null when undecodable).")
-    headers = models.JSONField(default=dict, blank=True, help_text="Message headers: parent/root ids, origin, ...")
-    options = models.JSONField(default=dict, blank=True, help_text="Delivery options: eta, priority, expires.")
+    raw_arguments = models.TextField(
+        null=True, blank=True,
+        help_text="The exact [args, kwargs] as JSON text, when jsonb cannot hold them (NaN, Infinity, NUL, lone "
+                  "surrogates): args/kwargs are then a readable copy, and a requeue sends these.")
+    headers = models.JSONField(default=dict, blank=True, help_text="The message's custom headers (sent again on requeue).")
+    options = models.JSONField(default=dict, blank=True,
+                               help_text="Priority, own time limits, links, errbacks, chain, chord, group index; "
+                                         "eta, expires, exchange and origin for the record.")
     raw_body = models.TextField(null=True, blank=True, help_text="Undecodable body (base64 when not text).")
     content_type = models.CharField(max_length=255, blank=True, default="", help_text="Content type of an undecodable message.")
     content_encoding = models.CharField(max_length=64, blank=True, default="", help_text="Content encoding of an undecodable message.")
@@ -76,11 +89,21 @@ class DeadLetter(models.Model):
             # "this task's dead letters, newest first": the triage query.
             models.Index(fields=["task_name", "status", "-last_failed_at", "-id"], name="dlq_task_status_failed_idx"),
             models.Index(fields=["fingerprint"], name="dlq_fingerprint_idx"),
+            models.Index(fields=["root_id"], name="dlq_root_idx", condition=~models.Q(root_id="")),
+            models.Index(fields=["parent_id"], name="dlq_parent_idx", condition=~models.Q(parent_id="")),
+            models.Index(fields=["group_id"], name="dlq_group_idx", condition=~models.Q(group_id="")),
         ]
         constraints = [models.UniqueConstraint(fields=["task_id"], name="dlq_deadletter_task_id_key")]
 
     def __str__(self) -> str:
         return f"{self.task_name}[{self.task_id}] {self.status}"
+
+    def arguments(self) -> tuple[Any, Any]:
+        """(args, kwargs) exactly as the message carried them (``raw_arguments`` when set)."""
+        if self.raw_arguments is not None:
+            args, kwargs = json.loads(self.raw_arguments)
+            return args, kwargs
+        return self.args, self.kwargs
 
 
 class DeadLetterEvent(models.Model):
@@ -224,6 +247,7 @@ class AlertKind(models.TextChoices):
     NEW_GROUP = "new_group", "New failure group"
     REDRIVE_JOB_FAILED = "redrive_job_failed", "Redrive job failed"
     OUTBOX_STALLED = "outbox_stalled", "Outbox not draining"
+    SPOOL_QUARANTINE = "spool_quarantine", "Spool entries quarantined"
 
 
 class AlertStatus(models.TextChoices):
@@ -256,6 +280,26 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.status}: {self.message[:60]}"
+
+
+class QuarantinedEntry(models.Model):
+    """A spooled operation Postgres refused for its content (not because it was down): kept
+    here as text, out of the spool's way, so the spool drains on and an operator can look,
+    retry it after a fix (``dlq.spool.quarantine_retry``) or delete it."""
+
+    kind = models.CharField(max_length=32, help_text="capture or resolve.")
+    task_id = models.CharField(max_length=255, blank=True, default="", help_text="The task it was about, if known.")
+    entry = models.TextField(help_text="The spool entry as JSON text (NUL and lone surrogates escaped).")
+    error = models.TextField(help_text="What Postgres said.")
+    attempts = models.PositiveIntegerField(default=1, help_text="Writes tried.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was quarantined.")
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        verbose_name_plural = "quarantined spool entries"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.task_id}: {self.error[:60]}"
 
 
 class Role(models.TextChoices):

@@ -23,8 +23,9 @@ from django.utils.dateparse import parse_datetime
 from dlq.errors import NotFound, ValidationFailed
 from dlq.models import Alert, AlertStatus, DeadLetter, DeadLetterEvent, DeadLetterStatus, DeathReason, RedriveJob
 
-LIST_DEFERRED = ("traceback", "raw_body", "attempts", "headers", "options", "search")
-EXACT_FILTERS = ("status", "task_id", "task_name", "exception_type", "reason", "queue", "fingerprint")
+LIST_DEFERRED = ("traceback", "raw_body", "raw_arguments", "attempts", "headers", "options", "search")
+EXACT_FILTERS = ("status", "task_id", "task_name", "exception_type", "reason", "queue", "fingerprint", "root_id",
+                 "parent_id", "group_id")
 FILTER_KEYS = (*EXACT_FILTERS, "failed_after", "failed_before", "q")
 CHOICES = {"status": set(DeadLetterStatus.values), "reason": set(DeathReason.values)}
 
@@ -100,6 +101,38 @@ def _get(qs: QuerySet[Any], id: Any, label: str) -> Any:
 
 def dead_letter_get(*, id: Any) -> DeadLetter:
     return _get(DeadLetter.objects.defer("search"), id, "dead letter")
+
+
+def dead_letter_workflow(row: DeadLetter) -> dict[str, Any]:
+    """Its place in a workflow, and what a requeue does to it: a chain continues with its
+    next steps, links and errbacks run as before, a chord member rejoins its chord while the
+    chord is open (django-celery-results' ``ChordCounter`` exists) and cannot otherwise."""
+    options = row.options or {}
+    chain = options.get("chain") if isinstance(options.get("chain"), list) else []
+    parts: list[str] = []
+    if chain:
+        parts.append("chain")
+    if options.get("link") or options.get("link_error"):
+        parts.append("callbacks")
+    chord = bool(row.group_id and options.get("chord"))
+    if row.group_id:
+        parts.append("chord" if chord else "group")
+    resumable, note = True, ""
+    if chord:
+        from django_celery_results.models import ChordCounter
+
+        resumable = ChordCounter.objects.filter(group_id=row.group_id).exists()
+        note = ("a chord member: its chord is still open, a requeue rejoins it" if resumable else
+                "a chord member whose chord has completed with this member failed (its callback got a ChordError): "
+                "it cannot be resumed; run the whole workflow again")
+    elif chain:
+        names = [str(step.get("task")) for step in reversed(chain) if isinstance(step, dict)]
+        note = f"a chain step: a requeue runs it and then the rest of the chain ({' → '.join(names)})"
+    elif row.group_id:
+        note = "a group member: a requeue keeps its group id"
+    return {"parts": parts, "root_id": row.root_id, "parent_id": row.parent_id, "group_id": row.group_id,
+            "next": [str(step.get("task")) for step in reversed(chain) if isinstance(step, dict)],
+            "resumable": resumable, "note": note}
 
 
 def dead_letter_events(*, dead_letter_id: Any) -> QuerySet[DeadLetterEvent]:

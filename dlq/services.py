@@ -17,9 +17,19 @@ from django.db.models import Count, F, Max, Q, QuerySet
 from django.db.models.constants import OnConflict
 from django.utils import timezone
 
-from dlq.capture import DEAD_LETTER_HEADER, fingerprint
+from dlq.capture import (
+    DEAD_LETTER_HEADER,
+    FIELD_LIMIT,
+    INTERNAL_HEADER_PREFIX,
+    clean_attempts,
+    clean_text,
+    fingerprint,
+    parse_time,
+)
 from dlq.errors import BrokerUnavailable, Conflict, NotFound, ValidationFailed
+from dlq.jsonsafe import all_finite, jsonb_exact, jsonb_safe, raw_text
 from dlq.masking import mask, unmask
+from tasks.queues import validate_queue
 from dlq.models import (
     BulkAction,
     DeadLetter,
@@ -34,81 +44,6 @@ logger = logging.getLogger("dlq")
 
 SYSTEM = "system"
 _UNSET: Any = object()
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-def _safe_str(text: str) -> str:
-    if "\x00" in text:
-        text = text.replace("\x00", "\\u0000")
-    if text.isascii():  # no surrogate can be in it: skip the regex (tracebacks, 1 MB arguments)
-        return text
-    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def _str_unsafe(text: str) -> bool:
-    return "\x00" in text or (not text.isascii() and _LONE_SURROGATE.search(text) is not None)
-
-
-def jsonb_safe(value: Any) -> Any:
-    """``value`` made storable in Postgres jsonb/text, which refuse NUL and lone surrogates:
-    such characters are kept as visible ``\\uXXXX`` text rather than failing the write.
-
-    Walks the value once and copies only the containers on the way to a string that must
-    change; anything else is returned as is (the same objects), so a clean 1 MB argument costs
-    one scan and no copy. What ``json.dumps`` refuses is refused the same way (``TypeError``
-    for a type JSON cannot hold, ``ValueError`` for a circular reference). A tuple that holds
-    a string to fix comes back as a list (json stores both as an array); dict keys that are
-    not strings (int, float, bool, None, which json accepts) are kept as they are.
-    """
-    return _jsonb_safe(value, set())
-
-
-def _jsonb_safe(value: Any, path: set[int]) -> Any:
-    if isinstance(value, str):
-        return _safe_str(value) if _str_unsafe(value) else value
-    if value is None or isinstance(value, (int, float)):  # bool is an int
-        return value
-    if isinstance(value, dict):
-        _enter(value, path)
-        changed: dict[Any, Any] | None = None
-        for key, item in value.items():
-            if isinstance(key, str):
-                new_key = _safe_str(key) if _str_unsafe(key) else key
-            elif key is None or isinstance(key, (int, float)):
-                new_key = key
-            else:
-                raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
-            new_item = _jsonb_safe(item, path)
-            if changed is None and (new_key is not key or new_item is not item):
-                changed = {}
-                for done_key, done_item in value.items():  # the clean entries before this one
-                    if done_key is key:
-                        break
-                    changed[done_key] = done_item
-            if changed is not None:
-                changed[new_key] = new_item
-        path.discard(id(value))
-        return value if changed is None else changed
-    if isinstance(value, (list, tuple)):
-        _enter(value, path)
-        items: list[Any] | None = None
-        for index, item in enumerate(value):
-            new_item = _jsonb_safe(item, path)
-            if items is None and new_item is not item:
-                items = list(value[:index])
-            if items is not None:
-                items.append(new_item)
-        path.discard(id(value))
-        return value if items is None else items
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _enter(container: Any, path: set[int]) -> None:
-    if id(container) in path:
-        raise ValueError("Circular reference detected")
-    path.add(id(container))
-
-
 @dataclass
 class CapturedFailure:
     """Everything the capture service needs; built by ``tasks.base`` from a Celery request."""
@@ -131,6 +66,43 @@ class CapturedFailure:
     content_type: str = ""
     content_encoding: str = ""
     dead_letter_id: int | None = None
+    root_id: str = ""
+    parent_id: str = ""
+    group_id: str = ""
+    #: Set when the arguments could only be kept as text (``dlq.spool.write_capture``).
+    raw_arguments: str | None = None
+
+
+#: Longest exception message and traceback stored (a task can raise with megabytes of text).
+EXCEPTION_MESSAGE_LIMIT = 65_536
+TRACEBACK_LIMIT = 262_144
+
+
+def stored_arguments(args: Any, kwargs: Any) -> tuple[Any, Any, str | None]:
+    """``(args, kwargs, raw)`` as a dead letter stores them. Values jsonb cannot hold (NaN,
+    infinities, NUL, lone surrogates) or would not give back as they are (``jsonb_exact``) are
+    stored as a readable copy (``jsonb_safe``) and ``raw`` keeps the exact ``[args, kwargs]``
+    as JSON text, from which a requeue sends them; ``raw`` is None when jsonb holds them exactly."""
+    try:
+        safe_args, safe_kwargs = jsonb_safe(args), jsonb_safe(kwargs)
+    except (RecursionError, ValueError, TypeError):  # nested too deep to walk: text only
+        return None, None, raw_text([args, kwargs])
+    if safe_args is args and safe_kwargs is kwargs and jsonb_exact([args, kwargs]):
+        return args, kwargs, None
+    return safe_args, safe_kwargs, raw_text([args, kwargs])
+
+
+def _bounded_text(text: Any, limit: int) -> str:
+    """Long text kept as its head and tail (a traceback's end is where the error is)."""
+    text = clean_text(text)
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n... [{len(text) - limit} characters cut] ...\n{text[-half:]}"
+
+
+def _first_failed_at(attempts: list[dict[str, Any]], default: Any) -> Any:
+    return (parse_time(attempts[0]["at"]) if attempts else None) or default
 
 
 @cache
@@ -146,30 +118,7 @@ def dead_letter_capture(*, failure: CapturedFailure) -> None:
     if failure.dead_letter_id is not None:
         _dead_letter_failed_again(failure)
         return
-    at = timezone.now()
-    first_at = failure.attempts[0]["at"] if failure.attempts else at
-    row = DeadLetter(
-        task_id=failure.task_id,
-        task_name=failure.task_name[:255],
-        queue=failure.queue[:255],
-        routing_key=failure.routing_key[:255],
-        args=jsonb_safe(failure.args),
-        kwargs=jsonb_safe(failure.kwargs),
-        headers=jsonb_safe(failure.headers),
-        options=jsonb_safe(failure.options),
-        raw_body=failure.raw_body,
-        content_type=failure.content_type[:255],
-        content_encoding=failure.content_encoding[:64],
-        exception_type=failure.exception_type[:255],
-        exception_message=_safe_str(failure.exception_message),
-        traceback=_safe_str(failure.traceback),
-        reason=failure.reason,
-        attempts=jsonb_safe(failure.attempts),
-        retries=failure.retries,
-        first_failed_at=first_at,
-        last_failed_at=at,
-        fingerprint=fingerprint(failure.task_name, failure.exception_type, failure.exception_message),
-    )
+    row = _new_row(failure)
     # One INSERT ... ON CONFLICT (task_id) DO NOTHING: a second capture of the same task
     # (hook and signal, redelivery, reconciler) changes nothing. Sent as a single statement
     # (bulk_create would wrap it in BEGIN/COMMIT: three round trips instead of one).
@@ -184,6 +133,45 @@ def dead_letter_capture(*, failure: CapturedFailure) -> None:
     )
 
 
+def _new_row(failure: CapturedFailure) -> DeadLetter:
+    """The row of a failure: every value made storable (``stored_arguments``, ``jsonb_safe``)
+    and every field taken from a message header cleaned and bounded (foreign producers send
+    what they send)."""
+    at = timezone.now()
+    attempts = clean_attempts(failure.attempts)
+    args, kwargs, raw = stored_arguments(failure.args, failure.kwargs)
+    if failure.raw_arguments is not None:
+        raw = failure.raw_arguments
+    exception_type = clean_text(failure.exception_type, FIELD_LIMIT)
+    exception_message = _bounded_text(failure.exception_message, EXCEPTION_MESSAGE_LIMIT)
+    return DeadLetter(
+        task_id=clean_text(failure.task_id, FIELD_LIMIT),
+        task_name=clean_text(failure.task_name, FIELD_LIMIT),
+        queue=clean_text(failure.queue, FIELD_LIMIT),
+        routing_key=clean_text(failure.routing_key, FIELD_LIMIT),
+        root_id=clean_text(failure.root_id, FIELD_LIMIT),
+        parent_id=clean_text(failure.parent_id, FIELD_LIMIT),
+        group_id=clean_text(failure.group_id, FIELD_LIMIT),
+        args=args,
+        kwargs=kwargs,
+        raw_arguments=raw,
+        headers=jsonb_safe(failure.headers if isinstance(failure.headers, dict) else {}),
+        options=jsonb_safe(failure.options if isinstance(failure.options, dict) else {}),
+        raw_body=clean_text(failure.raw_body) if failure.raw_body is not None else None,
+        content_type=clean_text(failure.content_type, FIELD_LIMIT),
+        content_encoding=clean_text(failure.content_encoding, 64),
+        exception_type=exception_type,
+        exception_message=exception_message,
+        traceback=_bounded_text(failure.traceback, TRACEBACK_LIMIT),
+        reason=failure.reason,
+        attempts=attempts,
+        retries=max(0, min(int(failure.retries or 0), 2**31 - 1)),
+        first_failed_at=_first_failed_at(attempts, at),
+        last_failed_at=at,
+        fingerprint=fingerprint(failure.task_name, exception_type, exception_message),
+    )
+
+
 @transaction.atomic
 def _dead_letter_failed_again(failure: CapturedFailure) -> DeadLetter | None:
     row = DeadLetter.objects.select_for_update(of=("self",)).filter(pk=failure.dead_letter_id).first()
@@ -192,12 +180,12 @@ def _dead_letter_failed_again(failure: CapturedFailure) -> DeadLetter | None:
         return None
     before = {"status": row.status}
     row.status = DeadLetterStatus.DEAD
-    row.attempts = jsonb_safe([*row.attempts, *failure.attempts])
-    row.exception_type = failure.exception_type[:255]
-    row.exception_message = _safe_str(failure.exception_message)
-    row.traceback = _safe_str(failure.traceback)
+    row.attempts = [*row.attempts, *clean_attempts(failure.attempts)]
+    row.exception_type = clean_text(failure.exception_type, FIELD_LIMIT)
+    row.exception_message = _bounded_text(failure.exception_message, EXCEPTION_MESSAGE_LIMIT)
+    row.traceback = _bounded_text(failure.traceback, TRACEBACK_LIMIT)
     row.reason = failure.reason
-    row.retries = failure.retries
+    row.retries = max(0, min(int(failure.retries or 0), 2**31 - 1))
     row.last_failed_at = timezone.now()
     row.fingerprint = fingerprint(row.task_name, row.exception_type, row.exception_message)
     row.version = F("version") + 1
@@ -251,22 +239,27 @@ def dead_letter_update(
     if row.status != DeadLetterStatus.DEAD:
         raise Conflict(f"only dead letters in status 'dead' can be edited (this one is {row.status!r})", code="bad_status")
     changes: dict[str, list[Any]] = {}
-    new_args = row.args if args is _UNSET else unmask(args, row.args)
-    new_kwargs = row.kwargs if kwargs is _UNSET else unmask(kwargs, row.kwargs)
+    for name, value in (("args", args), ("kwargs", kwargs)):
+        if value is not _UNSET and not all_finite(value):
+            raise ValidationFailed(f"{name} must not hold NaN or infinite numbers (JSON has none)",
+                                   code="invalid_arguments", fields={name: ["non-finite number"]})
+    # Edited against the exact values (``raw_arguments`` when jsonb holds a readable copy).
+    current_args, current_kwargs = row.arguments()
+    new_args = current_args if args is _UNSET else unmask(args, current_args)
+    new_kwargs = current_kwargs if kwargs is _UNSET else unmask(kwargs, current_kwargs)
     if args is not _UNSET or kwargs is not _UNSET:
         task = get_task(row.task_name)
         bind_arguments(task, [] if new_args is None and args is _UNSET else new_args,
                        {} if new_kwargs is None and kwargs is _UNSET else new_kwargs)
-        new_args, new_kwargs = jsonb_safe(new_args), jsonb_safe(new_kwargs)
-        if new_args != row.args:
-            changes["args"] = [mask(row.args), mask(new_args)]
-            row.args = new_args
-        if new_kwargs != row.kwargs:
-            changes["kwargs"] = [mask(row.kwargs), mask(new_kwargs)]
-            row.kwargs = new_kwargs
+        stored_args, stored_kwargs, raw = stored_arguments(new_args, new_kwargs)
+        if stored_args != row.args or (args is not _UNSET and raw != row.raw_arguments):
+            changes["args"] = [mask(row.args), mask(stored_args)]
+        if stored_kwargs != row.kwargs or (kwargs is not _UNSET and raw != row.raw_arguments):
+            changes["kwargs"] = [mask(row.kwargs), mask(stored_kwargs)]
+        if changes:
+            row.args, row.kwargs, row.raw_arguments = stored_args, stored_kwargs, raw
     if queue is not _UNSET:
-        if not isinstance(queue, str) or not queue.strip() or len(queue) > 255 or "\x00" in queue:
-            raise ValidationFailed("queue must be a non-empty name", fields={"queue": ["invalid queue name"]})
+        validate_queue(queue)
         if queue != row.queue:
             changes["queue"] = [row.queue, queue]
             row.queue = queue
@@ -278,29 +271,112 @@ def dead_letter_update(
     return row
 
 
-def publish_requeues(items: list[tuple[DeadLetter, str, str]]) -> None:
-    """Publish ``(row, new_task_id, queue)`` messages on one producer connection: on Redis,
-    ready-made messages in pipelined batches (``tasks.publish``), else one ``send_task`` each."""
-    from tasks.publish import publish_tasks
-
-    publish_tasks([_outgoing(row.pk, row.task_name, row.args, row.kwargs, task_id, queue)
-                   for row, task_id, queue in items])
+#: The options of the original message a requeue sends again (the rest of ``options`` is
+#: kept for the record: a past eta or expiry, the exchange, the origin).
+REQUEUE_OPTIONS = ("priority", "time_limit", "soft_time_limit", "link", "link_error", "chain", "chord",
+                   "group_index", "shadow")
 
 
-def _outgoing(pk: int, task_name: str, args: Any, kwargs: Any, task_id: str, queue: str | None) -> Any:
+@dataclass(frozen=True)
+class RequeueSource:
+    """What a requeue sends, read from a dead letter (a row, or the columns a bulk batch returns)."""
+
+    pk: int
+    task_name: str
+    args: Any
+    kwargs: Any
+    raw_arguments: str | None
+    headers: dict[str, Any]
+    options: dict[str, Any]
+    root_id: str
+    parent_id: str
+    group_id: str
+
+    @classmethod
+    def of(cls, row: DeadLetter) -> RequeueSource:
+        return cls(row.pk, row.task_name, row.args, row.kwargs, row.raw_arguments, row.headers or {}, row.options or {},
+                   row.root_id, row.parent_id, row.group_id)
+
+
+def requeue_message(source: RequeueSource, task_id: str, queue: str | None) -> Any:
+    """The message a requeue publishes: the original one (arguments exactly as the message
+    carried them, custom headers, priority, own time limits, workflow links, chain, chord,
+    group, root and parent ids) under a new task id that links back to the dead letter."""
     from tasks.publish import OutgoingTask
 
-    return OutgoingTask(task_name, args or [], kwargs or {}, task_id, queue or None, {DEAD_LETTER_HEADER: pk})
+    args, kwargs = (json.loads(source.raw_arguments) if source.raw_arguments is not None
+                    else (source.args, source.kwargs))
+    headers = {k: v for k, v in source.headers.items() if not k.startswith(INTERNAL_HEADER_PREFIX)}
+    headers[DEAD_LETTER_HEADER] = source.pk
+    options = {k: source.options[k] for k in REQUEUE_OPTIONS if source.options.get(k) not in (None, [], {}, "")}
+    if source.group_id:
+        options["group_id"] = source.group_id
+    return OutgoingTask(source.task_name, args or [], kwargs or {}, task_id, queue or None, headers, options=options,
+                        root_id=source.root_id or None, parent_id=source.parent_id or None)
+
+
+def _chord_rejoin(row: DeadLetter, task_id: str) -> None:
+    """A chord member goes back into its chord under ``task_id``: django-celery-results'
+    ``ChordCounter`` waits for one more member, and ``task_id`` replaces the dead run's id in
+    the results the callback will join. Possible only while the chord is still open: once its
+    last member returned (this one dead), its callback already failed with a ``ChordError``
+    and the counter is gone. Runs in the caller's transaction, under the counter's row lock."""
+    from django_celery_results.models import ChordCounter
+
+    counter = ChordCounter.objects.select_for_update().filter(group_id=row.group_id).first()
+    if counter is None:
+        raise Conflict(
+            f"this task is a member of chord {row.group_id}, which has already completed with this member failed "
+            "(its callback got a ChordError): the chord cannot be resumed. Run the whole workflow again.",
+            code="workflow_not_resumable")
+    members = json.loads(counter.sub_tasks)
+    previous = {row.task_id, row.last_requeued_task_id} - {""}
+    for member in members:  # AsyncResult.as_tuple(): [[task_id, parent], None]
+        if isinstance(member, list) and member and isinstance(member[0], list) and member[0] and member[0][0] in previous:
+            member[0][0] = task_id
+            break
+    else:
+        raise Conflict(f"chord {row.group_id} does not list this task: it cannot be resumed",
+                       code="workflow_not_resumable")
+    counter.sub_tasks = json.dumps(members)
+    counter.count += 1
+    counter.save(update_fields=["sub_tasks", "count"])
+
+
+def _chord_undo(row: DeadLetter, task_id: str, previous: str) -> None:
+    """The publish of ``task_id`` failed: the chord waits for the earlier run again."""
+    from django_celery_results.models import ChordCounter
+
+    counter = ChordCounter.objects.select_for_update().filter(group_id=row.group_id).first()
+    if counter is None:
+        return
+    members = json.loads(counter.sub_tasks)
+    for member in members:
+        if isinstance(member, list) and member and isinstance(member[0], list) and member[0] and member[0][0] == task_id:
+            member[0][0] = previous
+            counter.sub_tasks = json.dumps(members)
+            counter.count = max(0, counter.count - 1)
+            counter.save(update_fields=["sub_tasks", "count"])
+            return
+
+
+def is_chord_member(row: DeadLetter) -> bool:
+    return bool(row.group_id and (row.options or {}).get("chord"))
 
 
 def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", queue: str | None = None,
-                        policy_id: int | None = None) -> str:
-    """Publish the dead letter again under a new task id that links back to it.
+                        policy_id: int | None = None, version: Any = None) -> str:
+    """Publish the dead letter again under a new task id that links back to it
+    (``requeue_message``: the original message, workflow included).
 
-    The row is locked, checked (must be ``dead``) and moved to ``requeued`` in one
-    transaction; the message is published only after that commit, so concurrent requeues of
-    one row publish exactly once (the others get 409). If the broker refuses the publish, the
-    row goes back to ``dead`` and the caller gets ``BrokerUnavailable`` (503).
+    The row is locked, checked (must be ``dead``; with ``version``, unchanged since the caller
+    read it) and moved to ``requeued`` in one transaction; the message is published only after
+    that commit, so concurrent requeues of one row publish exactly once (the others get 409),
+    and a click that arrives after a requeued run already failed again is refused as stale
+    rather than taken as a new requeue. A chord member rejoins its chord in the same
+    transaction, or the requeue is refused (409 ``workflow_not_resumable``). If the broker
+    refuses the publish, the row goes back to ``dead`` and the caller gets
+    ``BrokerUnavailable`` (503).
     """
     from tasks.registry import bind_arguments, get_task
 
@@ -308,11 +384,16 @@ def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", qu
         # Publishing must follow the commit that moved the row to `requeued`.
         raise RuntimeError("dead_letter_requeue() must not run inside an open transaction")
     reason = reason.strip()[:2000] if isinstance(reason, str) else ""
-    if queue is not None and (not isinstance(queue, str) or not queue.strip() or len(queue) > 255):
-        raise ValidationFailed("queue must be a non-empty name", fields={"queue": ["invalid queue name"]})
+    if queue is not None:
+        validate_queue(queue)
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        raise ValidationFailed("version must be an integer", fields={"version": ["integer"]})
     new_task_id = str(uuid.uuid4())
     with transaction.atomic():
         row = _locked(dead_letter_id)
+        if version is not None and row.version != version:
+            raise Conflict(f"stale version {version}: the dead letter is at version {row.version} (it changed since "
+                           "you read it)", code="stale_version")
         if row.status != DeadLetterStatus.DEAD:
             raise Conflict(f"only dead letters in status 'dead' can be requeued (this one is {row.status!r})", code="bad_status")
         if row.args is None or row.kwargs is None:
@@ -322,10 +403,13 @@ def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", qu
         except NotFound as exc:
             raise Conflict(f"task {row.task_name!r} is not registered: it cannot run", code="not_requeueable") from exc
         try:
-            bind_arguments(task, row.args, row.kwargs)
+            bind_arguments(task, *row.arguments(), size_limit=False)
         except ValidationFailed as exc:
             raise Conflict(f"arguments do not fit the task: {exc.message}", code="not_requeueable") from exc
         target_queue = queue or row.queue or ""
+        previous_run = row.last_requeued_task_id
+        if is_chord_member(row):
+            _chord_rejoin(row, new_task_id)
         before = {"status": row.status, "requeue_count": row.requeue_count}
         row.status = DeadLetterStatus.REQUEUED
         row.requeue_count += 1
@@ -347,9 +431,11 @@ def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", qu
         row.save(update_fields=fields)
         _event(row, actor=actor, action="requeue", reason=reason, diff=diff)
     try:
-        publish_requeues([(row, new_task_id, target_queue)])
+        from tasks.publish import publish_tasks
+
+        publish_tasks([requeue_message(RequeueSource.of(row), new_task_id, target_queue)])
     except Exception as exc:  # the broker refused or is unreachable
-        _requeue_failed(dead_letter_id=row.pk, task_id=new_task_id, error=exc)
+        _requeue_failed(dead_letter_id=row.pk, task_id=new_task_id, error=exc, previous_run=previous_run)
         raise BrokerUnavailable(f"the broker refused the message; the dead letter is unchanged: {exc}") from exc
     from dlq.metrics import incr
 
@@ -358,13 +444,18 @@ def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", qu
 
 
 @transaction.atomic
-def _requeue_failed(*, dead_letter_id: int, task_id: str, error: BaseException) -> None:
+def _requeue_failed(*, dead_letter_id: int, task_id: str, error: BaseException, previous_run: str) -> None:
+    """The publish of ``task_id`` failed: the row as it was (``previous_run``: its earlier
+    ``last_requeued_task_id``), and a chord member's chord waiting for that run again."""
     row = _locked(dead_letter_id)
     if row.status == DeadLetterStatus.REQUEUED and row.last_requeued_task_id == task_id:
+        if is_chord_member(row):
+            _chord_undo(row, task_id, previous_run or row.task_id)
         row.status = DeadLetterStatus.DEAD
         row.requeue_count = max(0, row.requeue_count - 1)
+        row.last_requeued_task_id = previous_run
         row.version += 1
-        row.save(update_fields=["status", "requeue_count", "version", "updated_at"])
+        row.save(update_fields=["status", "requeue_count", "last_requeued_task_id", "version", "updated_at"])
         _event(row, actor=SYSTEM, action="requeue_failed", reason=f"publish failed: {error}"[:2000],
                diff={"status": [DeadLetterStatus.REQUEUED, DeadLetterStatus.DEAD]})
 
@@ -466,8 +557,8 @@ def dead_letters_bulk_start(
                                    or not 0 < rate_limit <= 1_000_000):
         raise ValidationFailed("rate_limit must be a positive number of messages per second",
                                fields={"rate_limit": ["positive number"]})
-    if queue is not None and (not isinstance(queue, str) or not queue.strip() or len(queue) > 255 or "\x00" in queue):
-        raise ValidationFailed("queue must be a non-empty name", fields={"queue": ["invalid queue name"]})
+    if queue is not None:
+        validate_queue(queue)
     if queue and action != BulkAction.REQUEUE:
         raise ValidationFailed("queue only applies to requeue", fields={"queue": ["only with requeue"]})
     qs = _selection(action, ids, filters)
@@ -640,9 +731,8 @@ def _job_batch(job: RedriveJob, size: int, *, token: str | None = None) -> int |
     if job.action == BulkAction.REQUEUE:
         pending = [[pk, task_id] for pk, task_id, *_ in moved]
         job.to_publish = [  # type: ignore[attr-defined]  (the batch just moved, for _publish_job_batch)
-            _outgoing(pk, task_name, json.loads(args) if args is not None else None,
-                      json.loads(kwargs) if kwargs is not None else None, task_id, job.queue or queue)
-            for pk, task_id, task_name, queue, args, kwargs in moved]
+            requeue_message(_source_of(columns), task_id, job.queue or queue)
+            for pk, task_id, queue, *columns in moved]
     locked.last_id = ids[-1]
     locked.done += len(moved)
     locked.failed += len(ids) - len(moved)
@@ -653,20 +743,35 @@ def _job_batch(job: RedriveJob, size: int, *, token: str | None = None) -> int |
     return len(ids)
 
 
+#: What ``_move_batch`` returns after (id, new task id, queue) for a requeue, in
+#: ``RequeueSource``'s order; JSON columns as text.
+_SOURCE_COLUMNS = ("id", "task_name", "args::text", "kwargs::text", "raw_arguments", "headers::text", "options::text",
+                   "root_id", "parent_id", "group_id")
+
+
+def _source_of(columns: list[Any]) -> RequeueSource:
+    pk, name, args, kwargs, raw, headers, options, root_id, parent_id, group_id = columns
+    return RequeueSource(pk, name, json.loads(args) if args is not None else None,
+                         json.loads(kwargs) if kwargs is not None else None, raw, json.loads(headers),
+                         json.loads(options), root_id, parent_id, group_id)
+
+
 def _move_batch(job: RedriveJob, ids: list[int], eligible: list[str], to_status: str) -> list[tuple[Any, ...]]:
     """Move the rows of ``ids`` still in an eligible status to ``to_status`` and write their
     audit events: ONE statement, an ``UPDATE`` of the rows locked by ``SELECT ... WHERE id =
     ANY(...) AND status = ANY(...) ORDER BY id FOR UPDATE``, ``RETURNING`` the rows that feed
     the events' ``INSERT`` (a data-modifying CTE). A row changed concurrently (a single
-    requeue or discard) is re-checked after its lock wait and skipped. Requeues get their new task id from ``gen_random_uuid()``. Returns, per
-    moved row in id order, ``(id, new_task_id, task_name, queue, args, kwargs)`` with
-    args/kwargs as JSON text (new_task_id is '' for other actions)."""
+    requeue or discard) is re-checked after its lock wait and skipped. Requeues get their new
+    task id from ``gen_random_uuid()``; a chord member is not requeued in bulk (it must rejoin
+    its chord, ``dead_letter_requeue``) and counts as skipped. Returns, per moved row in id
+    order, ``(id, new_task_id, queue, *_SOURCE_COLUMNS)`` for a requeue, ``(id,)`` otherwise."""
     table, events = DeadLetter._meta.db_table, DeadLetterEvent._meta.db_table
     requeue = job.action == BulkAction.REQUEUE
     # The rows are locked in id order (the ordered FOR UPDATE subquery), as every writer of
     # several dead letters does, so two bulk jobs over overlapping rows cannot deadlock
     # whatever plan the UPDATE gets; the lock wait re-checks the status.
-    source = (f" FROM (SELECT id, status FROM {table} WHERE id = ANY(%(ids)s) AND status = ANY(%(eligible)s) "
+    chords = " AND NOT (options ? 'chord' AND group_id <> '')" if requeue else ""
+    source = (f" FROM (SELECT id, status FROM {table} WHERE id = ANY(%(ids)s) AND status = ANY(%(eligible)s){chords} "
               "ORDER BY id FOR UPDATE) AS old")
     before, where = "m.before", "d.id = old.id"
     set_requeue = (", requeue_count = d.requeue_count + 1, last_requeued_task_id = gen_random_uuid()::text"
@@ -678,26 +783,25 @@ def _move_batch(job: RedriveJob, ids: list[int], eligible: list[str], to_status:
                  "'task_id', jsonb_build_array(NULL, m.last_requeued_task_id))"
                  " || CASE WHEN %(queue)s <> '' AND %(queue)s <> m.queue "
                  "THEN jsonb_build_object('queue', jsonb_build_array(m.queue, %(queue)s::text)) ELSE '{}'::jsonb END")
+    # A requeue reads what it publishes in the same statement; the other actions only count.
+    returned = "".join(f"d.{c.split('::')[0]}, " for c in _SOURCE_COLUMNS if c != "id") if requeue else ""
+    selected = f"id, last_requeued_task_id, queue, {', '.join(_SOURCE_COLUMNS)}" if requeue else "id"
     query = f"""
         WITH moved AS (
             UPDATE {table} AS d SET status = %(to)s, version = d.version + 1, updated_at = now(){set_requeue}
             {source} WHERE {where}
-            RETURNING d.id, d.requeue_count, d.last_requeued_task_id, d.task_name, d.queue, d.args, d.kwargs,
-                old.status AS before
+            RETURNING d.id, d.requeue_count, d.last_requeued_task_id, d.queue, {returned} old.status AS before
         ), events AS (
             INSERT INTO {events} (dead_letter_id, actor, action, reason, diff, created_at)
             SELECT m.id, %(actor)s, %(action)s, %(reason)s, {diff}, now() FROM moved AS m
         )
-        SELECT id, last_requeued_task_id, task_name, queue, args::text, kwargs::text FROM moved ORDER BY id
+        SELECT {selected} FROM moved ORDER BY id
     """
     params = {"ids": ids, "eligible": eligible, "to": to_status, "job": job.pk,
               "queue": job.queue or "", "actor": job.actor, "action": job.action, "reason": job.reason}
     with connection.cursor() as cursor:
         cursor.execute(query, params)
-        rows = cursor.fetchall()
-    if not requeue:
-        rows = [(pk, "", *rest) for pk, _, *rest in rows]
-    return rows
+        return cursor.fetchall()
 
 
 def _job_filters(job: RedriveJob) -> dict[str, Any]:
@@ -718,9 +822,9 @@ def _publish_job_batch(job: RedriveJob, *, resume: bool = False) -> None:
         if resume:
             published = already_published([tid for _, tid in pending])
             pending = [(pk, tid) for pk, tid in pending if tid not in published]
-        rows = {r.pk: r for r in DeadLetter.objects.only("task_name", "args", "kwargs", "queue", "status",
-                                                         "last_requeued_task_id").filter(pk__in=[pk for pk, _ in pending])}
-        items = [_outgoing(pk, rows[pk].task_name, rows[pk].args, rows[pk].kwargs, tid, job.queue or rows[pk].queue)
+        rows = {r.pk: r for r in DeadLetter.objects.defer("traceback", "raw_body", "attempts", "search")
+                .filter(pk__in=[pk for pk, _ in pending])}
+        items = [requeue_message(RequeueSource.of(rows[pk]), tid, job.queue or rows[pk].queue)
                  for pk, tid in pending
                  if pk in rows and rows[pk].status == DeadLetterStatus.REQUEUED and rows[pk].last_requeued_task_id == tid]
     job.to_publish = []  # type: ignore[attr-defined]

@@ -199,6 +199,10 @@ if CELERY_UNACKED_RESTORE_SECONDS:
     CELERY_BROKER_TRANSPORT_OPTIONS.update(unacked_restore_interval=CELERY_UNACKED_RESTORE_SECONDS,
                                            unacked_restore_throttle=1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The queues operators and API clients may name (enqueue, requeue, edit, bulk): see
+# tasks/queues.py. On RabbitMQ they are declared as quorum queues. CELERY_QUORUM_QUEUES is the
+# older name of the same list.
+TASK_QUEUES = env_list("TASK_QUEUES", os.environ.get("CELERY_QUORUM_QUEUES", "celery"))
 # Redis only: fetch with kombu's Redis transport plus an atomic move into ``unacked``, so that a
 # worker killed between fetch and ack bookkeeping loses nothing (taskplatform/transport.py).
 CELERY_REDIS_ATOMIC_FETCH = env_bool("CELERY_REDIS_ATOMIC_FETCH", True)
@@ -217,7 +221,7 @@ if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
     CELERY_TASK_QUEUES = [
         Queue(name, routing_key=name, queue_arguments={"x-queue-type": "quorum",
                                                        "x-delivery-limit": DLQ_RABBITMQ_DELIVERY_LIMIT})
-        for name in env_list("CELERY_QUORUM_QUEUES", "celery")
+        for name in TASK_QUEUES
     ]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

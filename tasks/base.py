@@ -7,11 +7,18 @@ Policy (every attribute can be overridden per task, as with any Celery task opti
   (Celery's ``autoretry_for`` machinery), for every exception except ``non_retryable``.
 - Soft and hard time limits (``TASK_DEFAULT_SOFT_TIME_LIMIT`` / ``TASK_DEFAULT_TIME_LIMIT``);
   a time limit is never retried.
+- Arguments that do not bind to the task's signature (the ``TypeError`` of the call itself,
+  which plain Celery also fails at once) are never retried: one attempt, reason
+  ``invalid_arguments``. A ``TypeError`` raised *inside* the task is retried like any error.
 - When the task is finally given up on, ``on_failure`` records one dead letter
   (``dlq.services.dead_letter_capture``), idempotently by task id. ``dead_letter = False``
   turns that off for tasks whose failures nobody will act on.
 - Each attempt's error travels to the next attempt in a message header, so retries cost no
   database write; a requeued run carries the id of its dead letter and resolves it on success.
+  Retries keep every header Celery carries (custom ones included) and add these two.
+
+Everything else is Celery's (``DjangoTask``: ``delay_on_commit``/``apply_async_on_commit``
+work as in a plain Celery + Django project); only what happens at the task's death differs.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from typing import Any
 from billiard.common import terminate_handler_fired
 from billiard.einfo import ExceptionInfo
 from celery import Task
+from celery.contrib.django.task import DjangoTask
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 from kombu.exceptions import OperationalError
@@ -35,6 +43,7 @@ from dlq.capture import (
     qualified_name,
     request_headers,
     request_options,
+    workflow_ids,
 )
 from dlq.models import DeathReason
 
@@ -44,10 +53,16 @@ logger = logging.getLogger("tasks")
 #: OperationalError).
 BROKER_UNREACHABLE: tuple[type[BaseException], ...] = (OperationalError, OSError, RedisConnectionError,
                                                        RedisTimeoutError)
-NEVER_RETRIED: tuple[type[BaseException], ...] = (Reject, SoftTimeLimitExceeded, TimeLimitExceeded)
 
 
-class PlatformTask(Task):  # type: ignore[misc]
+class InvalidArguments(TypeError):
+    """The message's arguments do not bind to the task's signature: no attempt can succeed."""
+
+
+NEVER_RETRIED: tuple[type[BaseException], ...] = (Reject, SoftTimeLimitExceeded, TimeLimitExceeded, InvalidArguments)
+
+
+class PlatformTask(DjangoTask):  # type: ignore[misc]
     acks_late = True
     reject_on_worker_lost = True
     max_retries = settings.TASK_DEFAULT_MAX_RETRIES
@@ -72,7 +87,21 @@ class PlatformTask(Task):  # type: ignore[misc]
         # own ``non_retryable`` (set by the decorator on the generated subclass) counts.
         return (*NEVER_RETRIED, *self.non_retryable)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Bind before the body (and before autoretry, which wraps ``run``): a call whose
+        # arguments do not fit fails once, as in plain Celery, instead of being retried.
+        # ``__header__`` is the signature check Celery compiles for ``apply_async``.
+        check = getattr(self, "__header__", None)
+        if self.typing and check is not None:
+            try:
+                check(*args, **kwargs)
+            except TypeError as exc:
+                raise InvalidArguments(f"arguments do not fit {self.name}{_signature(self)}: {exc}") from None
+        return super().__call__(*args, **kwargs)
+
     def death_reason(self, exc: BaseException) -> str:
+        if isinstance(exc, InvalidArguments):
+            return DeathReason.INVALID_ARGUMENTS
         if isinstance(exc, (SoftTimeLimitExceeded, TimeLimitExceeded)):
             return DeathReason.TIME_LIMIT
         if isinstance(exc, Reject):
@@ -114,17 +143,15 @@ class PlatformTask(Task):  # type: ignore[misc]
 
     def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None, throw: bool = True,
               eta: Any = None, countdown: Any = None, max_retries: int | None = None, **options: Any) -> Any:
-        # Celery drops custom headers on retry (request.headers holds none of them under
-        # protocol 2), so the attempt history and the dead-letter link are passed explicitly.
         if exc is not None and self.terminated_during_run():
             # The parent cancelled this run (see ``terminated_during_run``): it comes back,
             # so a retry published now would run the task twice.
             raise exc
-        headers = dict(options.pop("headers", None) or {})
+        # Celery carries the request's custom headers to the retry (``signature_from_request``
+        # puts ``request.headers`` in its options), but a ``headers`` option replaces them: so
+        # start from what Celery would carry, add the caller's, then this attempt's history.
+        headers = {**(self.request.as_execution_options().get("headers") or {}), **(options.pop("headers", None) or {})}
         headers[ATTEMPTS_HEADER] = attempts_with(self.request, exc)
-        dead_letter_id = getattr(self.request, DEAD_LETTER_HEADER, None)
-        if dead_letter_id is not None:
-            headers[DEAD_LETTER_HEADER] = dead_letter_id
         try:
             return super().retry(args=args, kwargs=kwargs, exc=exc, throw=throw, eta=eta, countdown=countdown,
                                  max_retries=max_retries, headers=headers, **options)
@@ -156,12 +183,19 @@ class PlatformTask(Task):  # type: ignore[misc]
             # here would make Celery treat the successful run as a failure.
             from dlq.spool import resolve_or_spool
 
-            resolve_or_spool(dead_letter_id=int(dead_letter_id), task_id=task_id)
+            if _int_or_none(dead_letter_id) is not None:
+                resolve_or_spool(dead_letter_id=int(dead_letter_id), task_id=task_id)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo) -> None:
         if self.dead_letter and not self.terminated_during_run():
             capture_failure(self, exc, task_id, args, kwargs, einfo, reason=self.death_reason(exc))
         super().on_failure(exc, task_id, args, kwargs, einfo)
+
+
+def _signature(task: Task) -> str:
+    from tasks.registry import task_signature
+
+    return str(task_signature(task))
 
 
 def capture_failure(task: Task, exc: BaseException, task_id: str, args: Any, kwargs: Any,
@@ -175,6 +209,7 @@ def capture_failure(task: Task, exc: BaseException, task_id: str, args: Any, kwa
     request = task.request if request is None else request
     queue, routing_key = delivery_queue(getattr(request, "delivery_info", None))
     dead_letter_id = getattr(request, DEAD_LETTER_HEADER, None)
+    root_id, parent_id, group_id = workflow_ids(request)
     failure = CapturedFailure(
         task_id=task_id,
         task_name=task.name,
@@ -184,12 +219,23 @@ def capture_failure(task: Task, exc: BaseException, task_id: str, args: Any, kwa
         traceback=str(einfo.traceback) if einfo is not None else "",
         queue=queue,
         routing_key=routing_key,
-        args=list(args) if args is not None else None,
-        kwargs=dict(kwargs) if kwargs is not None else None,
+        args=list(args) if isinstance(args, (list, tuple)) else None,
+        kwargs=dict(kwargs) if isinstance(kwargs, dict) else None,
         headers=request_headers(request),
-        options=request_options(request),
+        options=request_options(request, task),
         attempts=attempts if attempts is not None else attempts_with(request, exc),
         retries=int(getattr(request, "retries", 0) or 0),
-        dead_letter_id=int(dead_letter_id) if dead_letter_id is not None else None,
+        dead_letter_id=_int_or_none(dead_letter_id),
+        root_id=root_id,
+        parent_id=parent_id,
+        group_id=group_id,
     )
     return capture_or_spool(failure)
+
+
+def _int_or_none(value: Any) -> int | None:
+    """The dead-letter link of a requeued run (a header any producer could set)."""
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

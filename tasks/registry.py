@@ -46,8 +46,10 @@ def describe_signature(task: Task) -> str:
     return f"{task.name}{task_signature(task)}"
 
 
-def bind_arguments(task: Task, args: Any, kwargs: Any) -> None:
-    """Raise ``ValidationFailed`` unless ``args``/``kwargs`` bind to the task's signature."""
+def bind_arguments(task: Task, args: Any, kwargs: Any, *, size_limit: bool = True) -> None:
+    """Raise ``ValidationFailed`` unless ``args``/``kwargs`` bind to the task's signature (and,
+    with ``size_limit``, fit in ``TASK_MAX_ARGUMENTS_BYTES``: the limit of what people send;
+    a requeue sends again what was in the broker, whatever its size)."""
     errors: dict[str, list[str]] = {}
     if not isinstance(args, list):
         errors["args"] = ["must be a JSON array"]
@@ -55,7 +57,7 @@ def bind_arguments(task: Task, args: Any, kwargs: Any) -> None:
         errors["kwargs"] = ["must be a JSON object"]
     if errors:
         raise ValidationFailed("arguments have the wrong type", code="invalid_arguments", fields=errors)
-    size = len(json.dumps([args, kwargs]))
+    size = len(json.dumps([args, kwargs])) if size_limit else 0
     if size > settings.TASK_MAX_ARGUMENTS_BYTES:
         raise ValidationFailed(
             f"arguments are {size} bytes of JSON; at most {settings.TASK_MAX_ARGUMENTS_BYTES} are accepted "

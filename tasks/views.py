@@ -1,8 +1,6 @@
 """The /demo/ page: a form that enqueues demo tasks through ``enqueue()``."""
 from __future__ import annotations
 
-import json
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -10,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from dlq.errors import ServiceError
+from dlq.jsonsafe import parse_json
 from dlq.models import Role, user_role
 from tasks.backpressure import QueueFull
 from tasks.enqueue import enqueue
@@ -28,7 +27,8 @@ def demo(request: HttpRequest) -> HttpResponse:
             return render(request, "tasks/demo.html", _context(form, can_enqueue), status=403)
         try:
             task = get_enqueueable_task(form["task"])
-            args, kwargs = json.loads(form["args"] or "[]"), json.loads(form["kwargs"] or "{}")
+            args = parse_json(form["args"] or "[]", name="args")
+            kwargs = parse_json(form["kwargs"] or "{}", name="kwargs")
             bind_arguments(task, args, kwargs)
             task_id = enqueue(task, args=args, kwargs=kwargs)
         except QueueFull as exc:
@@ -37,8 +37,8 @@ def demo(request: HttpRequest) -> HttpResponse:
             response = render(request, "tasks/demo.html", _context(form, can_enqueue), status=429)
             response["Retry-After"] = str(exc.retry_after)
             return response
-        except (ValueError, ServiceError) as exc:
-            messages.error(request, getattr(exc, "message", None) or f"invalid JSON: {exc}")
+        except ServiceError as exc:
+            messages.error(request, exc.message)
             return render(request, "tasks/demo.html", _context(form, can_enqueue), status=400)
         messages.success(request, f"Enqueued {task.name} as {task_id}.")
         return redirect("demo")

@@ -45,7 +45,7 @@ class DeadLetterListSerializer(serializers.ModelSerializer[DeadLetter]):
     class Meta:
         model = DeadLetter
         fields = ("id", "task_id", "task_name", "queue", "status", "reason", "exception_type", "exception_message",
-                  "args", "kwargs", "retries", "requeue_count", "last_requeued_task_id", "auto_requeue_count",
+                  "root_id", "parent_id", "group_id", "args", "kwargs", "retries", "requeue_count", "last_requeued_task_id", "auto_requeue_count",
                   "last_auto_requeued_at", "fingerprint", "first_failed_at", "last_failed_at", "version",
                   "created_at", "updated_at")
         read_only_fields = fields
@@ -55,11 +55,23 @@ class DeadLetterDetailSerializer(DeadLetterListSerializer):
     headers = MaskedJSONField(read_only=True)
     options = MaskedJSONField(read_only=True)
     attempts = serializers.JSONField(read_only=True)
+    arguments_stored_as_text = serializers.SerializerMethodField(
+        help_text="True when args/kwargs hold values jsonb cannot (NaN, Infinity, NUL, lone surrogates): they are "
+                  "then a readable copy, and a requeue sends the exact values kept as text.")
+    workflow = serializers.SerializerMethodField(help_text="Its place in a workflow and whether a requeue resumes it.")
 
     class Meta(DeadLetterListSerializer.Meta):
         fields = (*DeadLetterListSerializer.Meta.fields, "routing_key", "traceback", "attempts", "headers",
-                  "options", "raw_body", "content_type", "content_encoding")
+                  "options", "raw_body", "content_type", "content_encoding", "arguments_stored_as_text", "workflow")
         read_only_fields = fields
+
+    def get_arguments_stored_as_text(self, obj: DeadLetter) -> bool:
+        return obj.raw_arguments is not None
+
+    def get_workflow(self, obj: DeadLetter) -> dict[str, Any]:
+        from dlq.selectors import dead_letter_workflow
+
+        return dead_letter_workflow(obj)
 
 
 class DeadLetterUpdateSerializer(serializers.Serializer[dict[str, Any]]):
@@ -77,6 +89,8 @@ class ReasonSerializer(serializers.Serializer[dict[str, Any]]):
 class RequeueSerializer(serializers.Serializer[dict[str, Any]]):
     reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
     queue = serializers.RegexField(**QUEUE_FIELD, required=False)
+    version = serializers.IntegerField(min_value=1, required=False,
+                                       help_text="The version you read: 409 stale_version if the row changed since.")
 
 
 class BulkSerializer(serializers.Serializer[dict[str, Any]]):

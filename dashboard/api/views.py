@@ -7,6 +7,7 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,9 +21,31 @@ from dlq.errors import ValidationFailed
 from dlq.models import Role
 from tasks.backpressure import QueueFull
 from tasks.enqueue import enqueue_once
+from tasks.queues import validate_queue
 from tasks.registry import bind_arguments, enqueueable_tasks, get_enqueueable_task, get_task, task_signature
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
+EXPORT_MEDIA_TYPES = {"csv": "text/csv", "json": "application/json"}
+
+
+class ExportNegotiation(DefaultContentNegotiation):
+    """The export streams CSV or JSON itself (``format``, else ``Accept``); DRF's renderer,
+    JSON, only renders its errors, so no ``Accept`` makes DRF answer 406 before the view runs."""
+
+    def select_renderer(self, request: Any, renderers: Any, format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+def export_format_from_accept(accept: str) -> str:
+    """csv unless the client asks for JSON and not CSV."""
+    return "json" if "application/json" in accept and "text/csv" not in accept else "csv"
+
+
+def media_type_accepted(accept: str, media_type: str) -> bool:
+    if not accept.strip():
+        return True
+    kinds = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return bool(kinds & {media_type, media_type.split("/")[0] + "/*", "*/*"})
 
 
 def actor(request: Request) -> str:
@@ -94,7 +117,8 @@ class DeadLetterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         data = validated(s.RequeueSerializer, request.data if request.data != {} else {})
         row = selectors.dead_letter_get(id=pk)
         task_id = services.dead_letter_requeue(dead_letter_id=row.pk, actor=actor(request),
-                                               reason=data.get("reason", ""), queue=data.get("queue"))
+                                               reason=data.get("reason", ""), queue=data.get("queue"),
+                                               version=data.get("version"))
         return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=s.ReasonSerializer, responses=s.DeadLetterDetailSerializer)
@@ -131,11 +155,15 @@ class DeadLetterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         return Response({"job": s.RedriveJobSerializer(job).data}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(parameters=[OpenApiParameter("format", str, enum=[*exports.FORMATS])], responses={200: bytes})
-    @action(detail=False, methods=["get"])
+    @action(detail=False, methods=["get"], content_negotiation_class=ExportNegotiation)
     def export(self, request: Request) -> StreamingHttpResponse:
-        fmt = request.query_params.get("format", "csv")
+        fmt = request.query_params.get("format") or export_format_from_accept(request.META.get("HTTP_ACCEPT", ""))
         if fmt not in exports.FORMATS:
             raise ValidationFailed("format must be csv or json", fields={"format": ["csv or json"]})
+        accept = request.META.get("HTTP_ACCEPT", "")
+        if not media_type_accepted(accept, EXPORT_MEDIA_TYPES[fmt]):
+            return error_response("not_acceptable", f"format={fmt} is {EXPORT_MEDIA_TYPES[fmt]}, which the Accept "
+                                  f"header ({accept[:200]}) does not allow", status.HTTP_406_NOT_ACCEPTABLE)
         filters = filters_from_query(request.query_params)
         selectors.clean_filters(filters)  # a bad filter is a 400 before streaming starts
         response = StreamingHttpResponse(exports.export_dead_letters(filters=filters, fmt=fmt),
@@ -214,6 +242,8 @@ class TaskEnqueueView(APIView):
         else:
             task = get_enqueueable_task(data["task"])
         bind_arguments(task, data["args"], data["kwargs"])
+        if data.get("queue"):
+            validate_queue(data["queue"])
         try:
             task_id, published = enqueue_once(task, args=data["args"], kwargs=data["kwargs"], queue=data.get("queue"),
                                               countdown=data.get("countdown"), idempotency_key=data.get("idempotency_key"))

@@ -104,7 +104,7 @@ def _queue_type(queue: str) -> str:
             return f"not quorum: {exc}"
 
 
-def test_three_workers_route_capture_and_requeue_by_queue(transactional_db: Any) -> None:
+def test_three_workers_route_capture_and_requeue_by_queue(transactional_db: Any, settings: Any) -> None:
     from django_celery_results.models import TaskResult
 
     from dlq import services
@@ -112,6 +112,7 @@ def test_three_workers_route_capture_and_requeue_by_queue(transactional_db: Any)
 
     suffix = uuid.uuid4().hex[:6]
     queues = {"default": f"main-{suffix}", "billing": f"billing-{suffix}", "reports": f"reports-{suffix}"}
+    settings.TASK_QUEUES = [*settings.TASK_QUEUES, *queues.values()]  # an operator may move a requeue between them
     workers = {name: Worker(queues=q, name=f"{name}-{suffix}@host-{name}", concurrency=1).start() for name, q in queues.items()}
     try:
         ran = add.apply_async([1, 1], queue=queues["reports"])

@@ -43,6 +43,8 @@ def test_operator_searches_fixes_args_with_a_reason_requeues_and_sees_it_resolve
     page.get_by_role("link", name="Dead letters", exact=True).click()
     page.get_by_label("Search").fill("division")
     page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_url(re.compile(r".*[?&]q=division.*"))
+    page.wait_for_load_state()
     links = page.locator("table tbody a")
     assert links.count() == 1 and "Remove filter q" in page.content()
     links.first.click()

@@ -1,6 +1,7 @@
 """Fault injection against our own Postgres: no dead letter is lost while it is down."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -150,3 +151,51 @@ def test_success_and_a_late_retry_stored_concurrently_end_as_success(transaction
             t.join()
     assert dict(TaskResult.objects.filter(task_id__in=ids).values_list("task_id", "status")) == \
         {task_id: states.SUCCESS for task_id in ids}
+
+
+def test_a_poisoned_spool_entry_is_quarantined_and_the_next_ones_drain(transactional_db: Any) -> None:
+    """The spool never blocks: what Postgres refuses for its content leaves the spool for the
+    quarantine (with an alert), and the entries behind it are written."""
+    import dataclasses
+    import math
+
+    from dlq import spool
+    from dlq.alerts import alerts_check
+    from dlq.models import Alert, DeadLetter, QuarantinedEntry
+    from dlq.services import CapturedFailure
+    from tasks.redis import redis_client
+
+    redis_client().delete(spool.SPOOL_KEY)
+
+    def failure(task_id: str, args: Any) -> dict[str, Any]:
+        return dataclasses.asdict(CapturedFailure(task_id=task_id, task_name="tasks.demo.divide", reason="non_retryable",
+                                                  exception_type="ZeroDivisionError", exception_message="x",
+                                                  args=args, kwargs={}))
+
+    spool.push("capture", failure("nan-1", [float("nan"), float("inf"), "\x00", "\ud800"]))  # once blocked the drain
+    refused = failure("refused-1", [1, 0])
+    refused["reason"] = "r" * 40  # longer than the column (an entry of another version): refused even as text
+    spool.push("capture", refused)
+    spool.push("resolve", {"dead_letter_id": "not-an-id", "task_id": "t"})
+    redis_client().rpush(spool.SPOOL_KEY, "not a spool entry")
+    spool.push("capture", failure("after-1", [1, 0]))
+    assert spool.drain() == 5
+    assert redis_client().llen(spool.SPOOL_KEY) == 0
+    nan = DeadLetter.objects.get(task_id="nan-1")
+    assert nan.raw_arguments is not None and nan.args == ["NaN", "Infinity", "\\u0000", "\\ud800"]
+    args, _ = nan.arguments()
+    assert math.isnan(args[0]) and args[1] == math.inf and args[2:] == ["\x00", "\ud800"]  # exact, for a requeue
+    assert DeadLetter.objects.filter(task_id="after-1").exists()
+    assert not DeadLetter.objects.filter(task_id="refused-1").exists()
+    quarantined = list(QuarantinedEntry.objects.order_by("id"))
+    assert [(q.kind, q.task_id) for q in quarantined] == [("capture", "refused-1"), ("resolve", "t"), ("unreadable", "")]
+    assert "StringDataRightTruncation" in quarantined[0].error or "too long" in quarantined[0].error
+    assert "spool_quarantine" in alerts_check()["opened"]
+    assert "3 spool entries" in Alert.objects.get(key="spool_quarantine").message
+    # After a fix (here: the entry corrected in place), a retry writes it and empties the quarantine.
+    fixed = json.loads(quarantined[0].entry)
+    fixed["payload"]["reason"] = "non_retryable"
+    QuarantinedEntry.objects.filter(pk=quarantined[0].pk).update(entry=json.dumps(fixed))
+    assert spool.quarantine_retry(entry_id=quarantined[0].pk) == "db"
+    assert DeadLetter.objects.filter(task_id="refused-1").exists()
+    assert QuarantinedEntry.objects.count() == 2

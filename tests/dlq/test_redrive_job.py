@@ -23,8 +23,23 @@ pytestmark = [pytest.mark.django_db,
               pytest.mark.skipif(not str(app.conf.broker_url).startswith("redis"), reason="Redis broker only")]
 
 
+@pytest.fixture(autouse=True)
+def _declared_queues() -> Any:
+    """``_queue()`` declares its queues (``TASK_QUEUES``); put the setting back afterwards."""
+    from django.conf import settings
+
+    before = list(settings.TASK_QUEUES)
+    yield
+    settings.TASK_QUEUES = before
+
+
 def _queue() -> str:
-    return f"test-redrive-{uuid.uuid4().hex[:8]}"
+    """A fresh queue, declared (``TASK_QUEUES``) so that a bulk job may name it."""
+    from django.conf import settings
+
+    name = f"test-redrive-{uuid.uuid4().hex[:8]}"
+    settings.TASK_QUEUES = [*settings.TASK_QUEUES, name]
+    return name
 
 
 def _messages(queue: str) -> list[dict[str, Any]]:

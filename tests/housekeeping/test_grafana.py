@@ -10,7 +10,7 @@ OURS = {"taskplatform_dead_letters", "taskplatform_spool_entries", "taskplatform
         "taskplatform_alerts_open", "taskplatform_dead_letters_captured_total", "taskplatform_dead_letters_requeued_total",
         "taskplatform_capture_errors_total", "taskplatform_task_outcomes_total", "taskplatform_queue_depth",
         "taskplatform_queue_high_water_mark", "taskplatform_outbox_rows", "taskplatform_outbox_oldest_age_seconds",
-        "taskplatform_outbox_published_total"}
+        "taskplatform_outbox_published_total", "taskplatform_spool_quarantined"}
 
 
 def test_dashboard_queries_known_metrics() -> None:

@@ -142,10 +142,12 @@ def published(queue: str) -> int:
     return int(redis_client().llen(queue))
 
 
-def test_two_enqueues_with_one_key_give_one_task(transactional_db: Any, api_client_for: Any, relay: Any) -> None:
+def test_two_enqueues_with_one_key_give_one_task(transactional_db: Any, api_client_for: Any, relay: Any,
+                                                 settings: Any) -> None:
     from tasks.redis import redis_client
 
     queue = f"idem-{uuid.uuid4().hex[:6]}"
+    settings.TASK_QUEUES = [*settings.TASK_QUEUES, queue]
     client: APIClient = api_client_for(Role.OPERATOR)
     body = {"task": "tasks.demo.add", "args": [1, 2], "queue": queue, "idempotency_key": "order-42"}
     first = client.post("/api/v1/tasks/enqueue/", body, format="json")
@@ -214,6 +216,7 @@ def test_a_queue_over_its_mark_gets_429_and_recovers_when_drained(transactional_
 
     queue = f"bp-{uuid.uuid4().hex[:6]}"
     settings.QUEUE_HIGH_WATER_MARKS = {queue: 3}
+    settings.TASK_QUEUES = [*settings.TASK_QUEUES, queue]
     client: APIClient = api_client_for(Role.OPERATOR)
     body = {"task": "tasks.demo.add", "args": [1, 2], "queue": queue}
     for _ in range(3):
