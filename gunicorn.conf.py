@@ -12,5 +12,6 @@ max_requests = 2000  # recycle workers: bounded memory growth
 max_requests_jitter = 200
 accesslog = "-"
 errorlog = "-"
-# The proxy in front sets X-Forwarded-Proto (see SECURE_PROXY_SSL_HEADER).
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
+# X-Forwarded-Proto (https) is believed only from these proxies: a client connecting directly
+# cannot claim https. Set TRUSTED_PROXY_IPS to your TLS proxy's address(es), comma-separated.
+forwarded_allow_ips = os.environ.get("TRUSTED_PROXY_IPS", "127.0.0.1")

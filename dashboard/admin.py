@@ -24,13 +24,15 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django_celery_beat.admin import PeriodicTaskAdmin as BeatPeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
+from django_celery_results.admin import TaskResultAdmin
+from django_celery_results.models import TaskResult
 
 from dashboard.permissions import has_role
 from dlq import exports, services
 from dlq.errors import ServiceError
 from dlq.jsonsafe import jsonb_safe
-from dlq.masking import mask
-from dlq.models import Alert, DeadLetter, DeadLetterEvent, QuarantinedEntry, RedriveJob, ReprocessPolicy, Role
+from dlq.masking import mask, mask_json_text, mask_text, masked_dead_letter
+from dlq.models import Alert, DeadLetter, DeadLetterEvent, QuarantinedEntry, RedriveJob, ReprocessPolicy, Role, user_role
 from dlq.selectors import dead_letter_filter
 
 MAX_ACTION_ROWS = 1000  # more than this: use a bulk redrive job (dashboard or API)
@@ -111,12 +113,12 @@ class DeadLetterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     fieldsets = (
         (None, {"fields": ("task_id", "task_name", "status", "reason", "queue", "routing_key", "version")}),
         ("Arguments (secrets masked)", {"fields": ("args_masked", "kwargs_masked")}),
-        ("Error", {"fields": ("exception_type", "exception_message", "traceback_pre")}),
+        ("Error", {"fields": ("exception_type", "exception_message_masked", "traceback_pre")}),
         ("History", {"fields": ("attempts_pretty", "retries", "first_failed_at", "last_failed_at",
                                 "requeue_count", "last_requeued_task_id", "fingerprint")}),
         ("Workflow", {"fields": ("root_id", "parent_id", "group_id")}),
         ("Message", {"classes": ("collapse",), "fields": ("headers_pretty", "options_pretty", "raw_arguments_masked",
-                                                          "content_type", "content_encoding", "raw_body", "created_at",
+                                                          "content_type", "content_encoding", "raw_body_masked", "created_at",
                                                           "updated_at")}),
     )
 
@@ -154,7 +156,15 @@ class DeadLetterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="message")
     def short_message(self, obj: DeadLetter) -> str:
-        return (obj.exception_message or "")[:80]
+        return mask_text(obj.exception_message or "")[:80]
+
+    @admin.display(description="exception message")
+    def exception_message_masked(self, obj: DeadLetter) -> str:
+        return masked_dead_letter(obj).exception_message
+
+    @admin.display(description="raw body (secrets masked)")
+    def raw_body_masked(self, obj: DeadLetter) -> str:
+        return masked_dead_letter(obj).raw_body or "–"
 
     @admin.display(description="args")
     def args_masked(self, obj: DeadLetter) -> str:
@@ -166,7 +176,7 @@ class DeadLetterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="attempts")
     def attempts_pretty(self, obj: DeadLetter) -> str:
-        return _pretty(obj.attempts)
+        return _pretty(masked_dead_letter(obj).attempts)
 
     @admin.display(description="headers")
     def headers_pretty(self, obj: DeadLetter) -> str:
@@ -174,9 +184,10 @@ class DeadLetterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="exact arguments (kept as text; secrets masked)")
     def raw_arguments_masked(self, obj: DeadLetter) -> str:
-        if obj.raw_arguments is None:
+        raw = masked_dead_letter(obj).raw_arguments
+        if raw is None:
             return "–"
-        return _pretty(jsonb_safe(json.loads(obj.raw_arguments)))  # NaN, NUL, lone surrogates shown as text
+        return _pretty(jsonb_safe(json.loads(raw)))  # NaN, NUL, lone surrogates shown as text
 
     @admin.display(description="options")
     def options_pretty(self, obj: DeadLetter) -> str:
@@ -184,7 +195,7 @@ class DeadLetterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="traceback")
     def traceback_pre(self, obj: DeadLetter) -> str:
-        return format_html("<pre>{}</pre>", obj.traceback)
+        return format_html("<pre>{}</pre>", masked_dead_letter(obj).traceback)
 
     # --- Actions: a confirmation page first, then one service call per row ---------------
 
@@ -228,7 +239,8 @@ class DeadLetterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if form.is_bound and form.is_valid() and queryset.count() <= MAX_ACTION_ROWS:
             user, reason = request.user.get_username(), form.cleaned_data["reason"] or "requeued from the admin"
             self._per_row(request, queryset, "requeue",
-                          lambda pk: services.dead_letter_requeue(dead_letter_id=pk, actor=user, reason=reason))
+                          lambda pk: services.dead_letter_requeue(dead_letter_id=pk, actor=user, reason=reason,
+                                                                 role=user_role(request.user)))
             return None
         return self._confirm(request, queryset, action="requeue_selected", verb="requeue", form=form)
 
@@ -251,6 +263,8 @@ class DeadLetterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         form = ActionForm(request.POST if request.POST.get("post") == "yes" else None)
         if form.is_bound and form.is_valid():
             fmt = form.cleaned_data["format"] or "csv"
+            exports.export_audited(actor=request.user.get_username(), fmt=fmt,
+                                   selection={"ids": list(queryset.values_list("pk", flat=True)[:1000])})
             response = StreamingHttpResponse(exports.export_stream(queryset, fmt),
                                              content_type="text/csv" if fmt == "csv" else "application/json")
             response["Content-Disposition"] = f'attachment; filename="dead-letters.{fmt}"'
@@ -379,3 +393,47 @@ class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):  # type: ignore[misc]
             self.message_user(request, f"Sent {len(sent)} task(s) now.", messages.SUCCESS)
         if failed:
             self.message_user(request, "Not sent: " + "; ".join(failed), messages.ERROR)
+
+
+_RESULT_MASKED = ("task_args", "task_kwargs", "result", "traceback", "meta")
+
+
+class MaskedTaskResultAdmin(TaskResultAdmin):  # type: ignore[misc]
+    """django-celery-results' admin with every value that may carry arguments masked (task
+    args and kwargs, result, traceback, meta), and no search over the arguments (a search
+    would confirm a guessed secret)."""
+
+    search_fields = ("task_name", "task_id", "status")
+    fieldsets = tuple(
+        (title, {**options, "fields": tuple(f"{f}_masked" if f in _RESULT_MASKED else f for f in options["fields"])})
+        for title, options in TaskResultAdmin.fieldsets)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f for _, options in self.fieldsets for f in options["fields"]]
+
+    def _masked(self, obj: TaskResult, name: str) -> str:
+        return format_html("<pre>{}</pre>", mask_text(mask_json_text(getattr(obj, name)) or ""))
+
+    @admin.display(description="task args (secrets masked)")
+    def task_args_masked(self, obj: TaskResult) -> str:
+        return self._masked(obj, "task_args")
+
+    @admin.display(description="task kwargs (secrets masked)")
+    def task_kwargs_masked(self, obj: TaskResult) -> str:
+        return self._masked(obj, "task_kwargs")
+
+    @admin.display(description="result")
+    def result_masked(self, obj: TaskResult) -> str:
+        return self._masked(obj, "result")
+
+    @admin.display(description="traceback")
+    def traceback_masked(self, obj: TaskResult) -> str:
+        return self._masked(obj, "traceback")
+
+    @admin.display(description="meta")
+    def meta_masked(self, obj: TaskResult) -> str:
+        return self._masked(obj, "meta")
+
+
+admin.site.unregister(TaskResult)
+admin.site.register(TaskResult, MaskedTaskResultAdmin)

@@ -9,13 +9,11 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
 from dlq.models import Role, user_role
-
-RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
+from dlq.roles import role_at_least
 
 
 def has_role(user: Any, role: str) -> bool:
-    current = user_role(user)
-    return current is not None and RANK[Role(current)] >= RANK[Role(role)]
+    return role_at_least(user_role(user), role)
 
 
 def required_role(view: Any, request: Request) -> str:

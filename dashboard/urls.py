@@ -25,4 +25,5 @@ urlpatterns = [
     path("policies/new/", views.policy_save, name="dashboard-policy-new"),
     path("policies/<int:pk>/", views.policy_save, name="dashboard-policy-save"),
     path("schedules/<int:pk>/<str:verb>/", views.schedule_action, name="dashboard-schedule-action"),
+    path("audit/", views.audit_list, name="dashboard-audit"),
 ]

@@ -28,11 +28,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import ops
 from dashboard.forms import BulkForm, EditForm, SearchForm
-from dashboard.permissions import RANK
 from dlq import selectors, services
 from dlq.errors import NotFound, ServiceError, ValidationFailed
-from dlq.masking import mask
+from dlq.masking import mask, masked_dead_letter
 from dlq.models import BulkAction, DeadLetter, DeadLetterStatus, Role, user_role
+from dlq.roles import role_at_least
 from tasks.outbox import outbox_stats
 
 PAGE_SIZES = (25, 50, 100, 200)
@@ -51,8 +51,7 @@ def role_of(request: HttpRequest) -> str | None:
 
 
 def allowed(request: HttpRequest, role: str) -> bool:
-    current = role_of(request)
-    return current is not None and RANK[Role(current)] >= RANK[Role(role)]
+    return role_at_least(role_of(request), role)
 
 
 def requires(role: str) -> Callable[[View], View]:
@@ -122,6 +121,20 @@ def broker_panel(request: HttpRequest) -> HttpResponse:
                                                       "flower_url": settings.FLOWER_URL})
 
 
+# --- Audit trail ---------------------------------------------------------------------------
+
+@requires(Role.VIEWER)
+@require_GET
+def audit_list(request: HttpRequest) -> HttpResponse:
+    filters = {key: request.GET[key] for key in selectors.AUDIT_FILTERS if request.GET.get(key)}
+    try:
+        events, next_cursor = selectors.audit_events(filters=filters, cursor=request.GET.get("cursor") or None, size=50)
+    except ServiceError as exc:
+        return error_response(request, exc, "dashboard/audit.html", base_context(request, events=[], filters=filters))
+    return render(request, "dashboard/audit.html", base_context(
+        request, events=events, filters=filters, next_url=_query(filters, cursor=next_cursor) if next_cursor else None))
+
+
 # --- Dead letters --------------------------------------------------------------------------
 
 def _page_size(request: HttpRequest) -> int:
@@ -174,16 +187,18 @@ def _pretty(value: Any) -> str:
 
 
 def _detail_context(request: HttpRequest, row: DeadLetter, **extra: Any) -> dict[str, Any]:
-    initial = {"args": _pretty(mask(row.args if row.args is not None else [])),
-               "kwargs": _pretty(mask(row.kwargs if row.kwargs is not None else {})),
+    masked = masked_dead_letter(row)
+    initial = {"args": _pretty(masked.args if masked.args is not None else []),
+               "kwargs": _pretty(masked.kwargs if masked.kwargs is not None else {}),
                "queue": row.queue, "version": row.version}
     return base_context(
         request,
         row=row,
-        args_pretty=_pretty(mask(row.args)),
-        kwargs_pretty=_pretty(mask(row.kwargs)),
-        headers_pretty=_pretty(mask(row.headers)),
-        options_pretty=_pretty(row.options),
+        masked=masked,
+        args_pretty=_pretty(masked.args),
+        kwargs_pretty=_pretty(masked.kwargs),
+        headers_pretty=_pretty(masked.headers),
+        options_pretty=_pretty(masked.options),
         events=list(selectors.dead_letter_events(dead_letter_id=row.pk)[:200]),
         edit_form=extra.pop("edit_form", None) or EditForm(initial=initial),
         is_dead=row.status == DeadLetterStatus.DEAD,
@@ -246,7 +261,8 @@ def dead_letter_edit(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "dashboard/detail.html",
                       _detail_context(request, row, edit_form=form, preview=diff, preview_empty=not diff))
     try:
-        services.dead_letter_update(dead_letter_id=row.pk, actor=actor(request), reason=data["reason"],
+        services.dead_letter_update(dead_letter_id=row.pk, actor=actor(request), role=role_of(request),
+                                    reason=data["reason"],
                                     version=data["version"], **changes)
     except ServiceError as exc:
         return error_response(request, exc, "dashboard/detail.html",
@@ -263,7 +279,8 @@ def _transition(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
             # The version the page showed: a click that lands after the row changed (a
             # requeued run already failed again) is refused instead of requeueing again.
             version = request.POST.get("version", "")
-            task_id = services.dead_letter_requeue(dead_letter_id=row.pk, actor=actor(request), reason=reason,
+            task_id = services.dead_letter_requeue(dead_letter_id=row.pk, actor=actor(request), role=role_of(request),
+                                                   reason=reason,
                                                    version=int(version) if version.isdigit() else None)
             messages.success(request, f"Requeued as task {task_id}. This page follows the new run.")
         elif verb == "discard":

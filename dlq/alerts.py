@@ -46,6 +46,7 @@ from dlq.models import (
     RedriveJob,
     RedriveJobStatus,
 )
+from dlq.masking import mask, mask_text
 from tasks.outbox import outbox_stats
 
 logger = logging.getLogger("dlq.alerts")
@@ -141,10 +142,13 @@ def alerts_check(*, now: Any = None) -> dict[str, list[str]]:
 
 
 def alert_payload(alert: Alert, state: str) -> dict[str, Any]:
+    """What a webhook or a mail carries (secrets masked: a new group's message quotes an
+    exception message)."""
     return {
         "state": state,
         "alert": {
-            "id": alert.pk, "kind": alert.kind, "key": alert.key, "message": alert.message, "details": alert.details,
+            "id": alert.pk, "kind": alert.kind, "key": alert.key, "message": mask_text(alert.message),
+            "details": mask(alert.details),
             "opened_at": alert.opened_at.isoformat() if alert.opened_at else None,
             "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
         },

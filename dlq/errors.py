@@ -21,6 +21,13 @@ class ValidationFailed(ServiceError):
     code = "invalid"
 
 
+class Forbidden(ServiceError):
+    """The actor's role may not do this (to this task)."""
+
+    status = 403
+    code = "permission_denied"
+
+
 class NotFound(ServiceError):
     status = 404
     code = "not_found"

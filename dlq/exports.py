@@ -9,7 +9,8 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from dlq.masking import mask
+from dlq.audit import audit_record
+from dlq.masking import masked_dead_letter
 from dlq.models import DeadLetter
 from dlq.selectors import dead_letter_list
 
@@ -22,15 +23,37 @@ FORMATS = ("csv", "json")
 
 def export_record(row: DeadLetter) -> dict[str, Any]:
     record = {f: getattr(row, f) for f in EXPORT_FIELDS}
-    record["args"], record["kwargs"] = mask(row.args), mask(row.kwargs)
+    masked = masked_dead_letter(row)
+    record["args"], record["kwargs"] = masked.args, masked.kwargs
+    record["exception_message"] = masked.exception_message
     for key in ("first_failed_at", "last_failed_at"):
         record[key] = record[key].isoformat() if record[key] else None
     return record
 
 
-def export_dead_letters(*, filters: dict[str, Any] | None, fmt: str) -> Iterator[str]:
-    """The dead letters matching ``filters``, newest first, streamed."""
-    return export_stream(dead_letter_list(filters=filters), fmt)
+def export_dead_letters(*, actor: str, filters: dict[str, Any] | None, fmt: str) -> Iterator[str]:
+    """The dead letters matching ``filters``, newest first, streamed; the export is audited
+    (who, which filters, which format) before the first row goes out."""
+    queryset = dead_letter_list(filters=filters)
+    export_audited(actor=actor, fmt=fmt, selection={"filters": {k: str(v) for k, v in (filters or {}).items()}})
+    return export_stream(queryset, fmt)
+
+
+def export_audited(*, actor: str, fmt: str, selection: dict[str, Any]) -> None:
+    audit_record(actor=actor, action="export", object_type="dead_letters", object_id=fmt,
+                 diff={"format": [None, fmt], **{k: [None, v] for k, v in selection.items()}})
+
+
+#: A CSV cell starting with one of these is a formula to a spreadsheet (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralised(value: Any) -> Any:
+    """A text cell made inert for spreadsheets: prefixed with ``'`` when it starts like a
+    formula (OWASP's advice for CSV injection). Other values as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def export_stream(queryset: QuerySet[DeadLetter], fmt: str) -> Iterator[str]:
@@ -48,7 +71,7 @@ def export_stream(queryset: QuerySet[DeadLetter], fmt: str) -> Iterator[str]:
     for row in rows:
         record = export_record(row)
         record["args"], record["kwargs"] = json.dumps(record["args"]), json.dumps(record["kwargs"])
-        writer.writerow(record)
+        writer.writerow({k: neutralised(v) for k, v in record.items()})
         if buffer.tell() > 64_000:
             yield buffer.getvalue()
             buffer.seek(0)

@@ -6,8 +6,10 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
-from django.contrib.postgres.search import SearchVectorField
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
+from django.db.models import Value
+from knox.models import AbstractAuthToken
 
 
 class DeadLetterStatus(models.TextChoices):
@@ -98,12 +100,29 @@ class DeadLetter(models.Model):
     def __str__(self) -> str:
         return f"{self.task_name}[{self.task_id}] {self.status}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self._state.adding and self.search is None:  # rows made outside capture (fixtures, the shell)
+            self.search = search_vector(self.task_name, self.exception_type, self.exception_message, self.traceback,
+                                        self.args, self.kwargs)
+        super().save(*args, **kwargs)
+
     def arguments(self) -> tuple[Any, Any]:
         """(args, kwargs) exactly as the message carried them (``raw_arguments`` when set)."""
         if self.raw_arguments is not None:
             args, kwargs = json.loads(self.raw_arguments)
             return args, kwargs
         return self.args, self.kwargs
+
+
+def search_vector(task_name: str, exception_type: str, exception_message: str, traceback: str, args: Any,
+                  kwargs: Any) -> SearchVector:
+    """The full-text vector, written with the row: built from masked arguments and bounded
+    text (``dlq.masking.search_text``), so a search can never confirm a secret."""
+    from dlq.masking import search_text
+
+    text = search_text(task_name=task_name, exception_type=exception_type, exception_message=exception_message,
+                       traceback=traceback, args=args, kwargs=kwargs)
+    return SearchVector(Value(text), config="simple")
 
 
 class DeadLetterEvent(models.Model):
@@ -120,7 +139,10 @@ class DeadLetterEvent(models.Model):
 
     class Meta:
         ordering = ("-created_at", "-id")
-        indexes = [models.Index(fields=["dead_letter", "-created_at"], name="dlq_event_dl_idx")]
+        indexes = [
+            models.Index(fields=["dead_letter", "-created_at"], name="dlq_event_dl_idx"),
+            models.Index(fields=["-created_at", "-id"], name="dlq_event_at_idx"),  # the audit list, newest first
+        ]
 
     def __str__(self) -> str:
         return f"{self.actor} {self.action} #{self.dead_letter_id}"
@@ -210,10 +232,15 @@ class ReprocessPolicy(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """``enqueue(..., idempotency_key=K)``: the first task id published for ``K``; written in
-    the caller's transaction, so a rolled-back request leaves no key behind."""
+    """``enqueue(..., idempotency_key=K)``: the first task id written for ``K``, in the caller's
+    transaction (a rolled-back request leaves no key behind). A key belongs to its ``scope``
+    (the API user who sent it; empty for application code) and to one request: the same key
+    with another task, other arguments or another queue is a conflict, never a silent reuse."""
 
-    key = models.CharField(max_length=255, unique=True, help_text="The producer's idempotency key.")
+    scope = models.CharField(max_length=150, blank=True, default="", help_text="user:<id> for API calls, '' for code.")
+    key = models.CharField(max_length=255, help_text="The producer's idempotency key.")
+    request_hash = models.CharField(max_length=64, blank=True, default="",
+                                    help_text="SHA-256 of the task name, arguments and queue it was used for.")
     task_id = models.CharField(max_length=255, help_text="The task id published for it.")
     task_name = models.CharField(max_length=255, help_text="The task it was for.")
     created_at = models.DateTimeField(help_text="When the key was first used.")
@@ -222,9 +249,10 @@ class IdempotencyKey(models.Model):
     class Meta:
         ordering = ("-created_at",)
         indexes = [models.Index(fields=["expires_at"], name="dlq_idem_expires_idx")]
+        constraints = [models.UniqueConstraint(fields=["scope", "key"], name="dlq_idem_scope_key_uniq")]
 
     def __str__(self) -> str:
-        return f"{self.key} -> {self.task_id}"
+        return f"{self.scope}/{self.key} -> {self.task_id}"
 
 
 class EffectKey(models.Model):
@@ -300,6 +328,46 @@ class QuarantinedEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.task_id}: {self.error[:60]}"
+
+
+class AuditEvent(models.Model):
+    """Every operator change that is not a dead letter's own (those are ``DeadLetterEvent``):
+    reprocess policies, schedules, redrive jobs, exports, API enqueues, tokens. Written in the
+    same transaction as the change; ``GET /api/v1/audit-events/`` serves both tables."""
+
+    at = models.DateTimeField(auto_now_add=True, help_text="When it happened.")
+    actor = models.CharField(max_length=150, help_text="Username, or 'system'.")
+    action = models.CharField(max_length=64, help_text="e.g. policy.create, schedule.disable, job.start, export.")
+    object_type = models.CharField(max_length=64, help_text="reprocess_policy, schedule, redrive_job, task, token, ...")
+    object_id = models.CharField(max_length=255, blank=True, default="", help_text="The object's id or name.")
+    reason = models.TextField(blank=True, default="", help_text="Why, when the actor said.")
+    diff = models.JSONField(default=dict, blank=True, help_text="{field: [before, after]} or the action's parameters.")
+
+    class Meta:
+        ordering = ("-at", "-id")
+        indexes = [
+            models.Index(fields=["-at", "-id"], name="dlq_audit_at_idx"),
+            models.Index(fields=["object_type", "object_id"], name="dlq_audit_object_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} {self.object_type}:{self.object_id}"
+
+
+class ApiToken(AbstractAuthToken):
+    """An API token (django-rest-knox): only its SHA-512 digest is stored, it expires
+    (``API_TOKEN_TTL_DAYS`` unless issued with another expiry), and it can be revoked
+    (deleted). ``last_used_at`` is written at most once a minute."""
+
+    name = models.CharField(max_length=100, blank=True, default="", help_text="What the token is for.")
+    last_used_at = models.DateTimeField(null=True, blank=True, help_text="Last request made with it (to the minute).")
+
+    class Meta:
+        ordering = ("-created",)
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.token_key}… of {self.user_id}"
 
 
 class Role(models.TextChoices):

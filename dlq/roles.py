@@ -2,13 +2,16 @@
 with the API). Applied by a data migration and by ``operator_token``."""
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import Group, Permission
 
+from dlq.errors import Forbidden, NotFound, ValidationFailed
 from dlq.models import Role
 
 VIEWER_PERMS = [
     "dlq.view_deadletter", "dlq.view_deadletterevent", "dlq.view_redrivejob", "dlq.view_alert",
-    "dlq.view_reprocesspolicy",
+    "dlq.view_reprocesspolicy", "dlq.view_auditevent", "dlq.view_quarantinedentry",
     "django_celery_results.view_taskresult", "django_celery_beat.view_periodictask",
 ]
 OPERATOR_PERMS = [*VIEWER_PERMS, "dlq.change_deadletter"]
@@ -36,3 +39,34 @@ def ensure_role_groups() -> dict[str, Group]:
         group.permissions.set(wanted)
         groups[role] = group
     return groups
+
+
+#: Role ranks: each role has the powers of the ones below it.
+RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
+#: Tasks nobody runs by name: Celery's own (``celery.map``, ``celery.chord_unlock``, ...) and
+#: the platform's housekeeping (``dlq.*``: beat runs them).
+INTERNAL_TASK_PREFIXES = ("celery.", "dlq.")
+
+
+def role_at_least(role: str | None, needed: str) -> bool:
+    return role is not None and RANK[Role(role)] >= RANK[Role(needed)]
+
+
+def runnable_task(name: object, *, role: str | None) -> Any:
+    """The task ``name`` if ``role`` may run it by name: enqueue it, or requeue, edit or bulk
+    requeue its dead letters. Operators run the allow-listed tasks (``enqueueable = True``);
+    admins, and the system (reprocess policies, which admins set), every registered task but
+    Celery's own and the platform's housekeeping. Raises ``ValidationFailed`` (400
+    ``unknown_task``) for a name no task has, ``Forbidden`` (403 ``task_not_allowed``) otherwise."""
+    from tasks.registry import get_task
+
+    try:
+        task = get_task(name)
+    except NotFound as exc:
+        raise ValidationFailed(exc.message, code="unknown_task", fields={"task": ["not a registered task"]}) from None
+    if task.name.startswith(INTERNAL_TASK_PREFIXES):
+        raise Forbidden(f"{task.name} is run by the platform itself, never by name", code="task_not_allowed")
+    if role is not None and not role_at_least(role, Role.ADMIN) and not getattr(task, "enqueueable", False):
+        raise Forbidden(f"your role ({role or 'none'}) may run only the allow-listed tasks; {task.name} is not one",
+                        code="task_not_allowed")
+    return task

@@ -15,7 +15,7 @@ SCHEDULES: list[dict[str, Any]] = [
     {"name": "dlq: retention prune", "task": "dlq.prune", "crontab": {"minute": "17", "hour": "3"},
      "description": "Deletes resolved/discarded dead letters older than DLQ_RETENTION_DAYS in small batches."},
     {"name": "example: daily digest", "task": "tasks.examples.daily_digest", "crontab": {"minute": "0", "hour": "7"},
-     "description": "Example application job: logs yesterday's dead letters by task."},
+     "description": "Example application job: logs yesterday's dead letters by task.", "development_only": True},
 ]
 
 
@@ -23,8 +23,12 @@ def seed_schedules() -> list[str]:
     """Create the schedules that are missing; return the names created."""
     from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+    from django.conf import settings
+
     created = []
     for spec in SCHEDULES:
+        if spec.get("development_only") and not settings.DEVELOPMENT:
+            continue  # the example tasks exist only in development
         defaults: dict[str, Any] = {"task": spec["task"], "description": spec["description"]}
         if "every" in spec:
             interval, _ = IntervalSchedule.objects.get_or_create(every=spec["every"], period=IntervalSchedule.SECONDS)

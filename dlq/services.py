@@ -26,9 +26,11 @@ from dlq.capture import (
     fingerprint,
     parse_time,
 )
-from dlq.errors import BrokerUnavailable, Conflict, NotFound, ValidationFailed
+from dlq.audit import audit_record
+from dlq.errors import BrokerUnavailable, Conflict, Forbidden, NotFound, ValidationFailed
 from dlq.jsonsafe import all_finite, jsonb_exact, jsonb_safe, raw_text
-from dlq.masking import mask, unmask
+from dlq.masking import mask, scrub, secret_values, unmask
+from dlq.roles import INTERNAL_TASK_PREFIXES, runnable_task
 from tasks.queues import validate_queue
 from dlq.models import (
     BulkAction,
@@ -38,6 +40,7 @@ from dlq.models import (
     DeathReason,
     RedriveJob,
     RedriveJobStatus,
+    search_vector,
 )
 
 logger = logging.getLogger("dlq")
@@ -107,8 +110,8 @@ def _first_failed_at(attempts: list[dict[str, Any]], default: Any) -> Any:
 
 @cache
 def _capture_fields() -> list[Any]:
-    """The columns a capture writes (``search`` is filled by its trigger)."""
-    return [f for f in DeadLetter._meta.concrete_fields if not f.primary_key and f.name != "search"]
+    """The columns a capture writes (``search`` included: an expression over masked text)."""
+    return [f for f in DeadLetter._meta.concrete_fields if not f.primary_key]
 
 
 def dead_letter_capture(*, failure: CapturedFailure) -> None:
@@ -138,15 +141,18 @@ def _new_row(failure: CapturedFailure) -> DeadLetter:
     and every field taken from a message header cleaned and bounded (foreign producers send
     what they send)."""
     at = timezone.now()
-    attempts = clean_attempts(failure.attempts)
     args, kwargs, raw = stored_arguments(failure.args, failure.kwargs)
     if failure.raw_arguments is not None:
         raw = failure.raw_arguments
+    secrets = secret_values(failure.args, failure.kwargs, failure.headers)
+    attempts = _scrubbed_attempts(clean_attempts(failure.attempts), secrets)
+    task_name = clean_text(failure.task_name, FIELD_LIMIT)
     exception_type = clean_text(failure.exception_type, FIELD_LIMIT)
-    exception_message = _bounded_text(failure.exception_message, EXCEPTION_MESSAGE_LIMIT)
+    exception_message = scrub(_bounded_text(failure.exception_message, EXCEPTION_MESSAGE_LIMIT), secrets)
+    traceback = scrub(_bounded_text(failure.traceback, TRACEBACK_LIMIT), secrets)
     return DeadLetter(
         task_id=clean_text(failure.task_id, FIELD_LIMIT),
-        task_name=clean_text(failure.task_name, FIELD_LIMIT),
+        task_name=task_name,
         queue=clean_text(failure.queue, FIELD_LIMIT),
         routing_key=clean_text(failure.routing_key, FIELD_LIMIT),
         root_id=clean_text(failure.root_id, FIELD_LIMIT),
@@ -162,14 +168,19 @@ def _new_row(failure: CapturedFailure) -> DeadLetter:
         content_encoding=clean_text(failure.content_encoding, 64),
         exception_type=exception_type,
         exception_message=exception_message,
-        traceback=_bounded_text(failure.traceback, TRACEBACK_LIMIT),
+        traceback=traceback,
         reason=failure.reason,
         attempts=attempts,
         retries=max(0, min(int(failure.retries or 0), 2**31 - 1)),
         first_failed_at=_first_failed_at(attempts, at),
         last_failed_at=at,
         fingerprint=fingerprint(failure.task_name, exception_type, exception_message),
+        search=search_vector(task_name, exception_type, exception_message, traceback, args, kwargs),
     )
+
+
+def _scrubbed_attempts(attempts: list[dict[str, Any]], secrets: list[str]) -> list[dict[str, Any]]:
+    return [{**a, "message": scrub(a["message"], secrets)} for a in attempts]
 
 
 @transaction.atomic
@@ -180,10 +191,14 @@ def _dead_letter_failed_again(failure: CapturedFailure) -> DeadLetter | None:
         return None
     before = {"status": row.status}
     row.status = DeadLetterStatus.DEAD
-    row.attempts = [*row.attempts, *clean_attempts(failure.attempts)]
+    current_args, current_kwargs = row.arguments()
+    secrets = secret_values(current_args, current_kwargs, row.headers, failure.args, failure.kwargs)
+    row.attempts = [*row.attempts, *_scrubbed_attempts(clean_attempts(failure.attempts), secrets)]
     row.exception_type = clean_text(failure.exception_type, FIELD_LIMIT)
-    row.exception_message = _bounded_text(failure.exception_message, EXCEPTION_MESSAGE_LIMIT)
-    row.traceback = _bounded_text(failure.traceback, TRACEBACK_LIMIT)
+    row.exception_message = scrub(_bounded_text(failure.exception_message, EXCEPTION_MESSAGE_LIMIT), secrets)
+    row.traceback = scrub(_bounded_text(failure.traceback, TRACEBACK_LIMIT), secrets)
+    row.search = search_vector(row.task_name, row.exception_type, row.exception_message, row.traceback, row.args,
+                                row.kwargs)
     row.reason = failure.reason
     row.retries = max(0, min(int(failure.retries or 0), 2**31 - 1))
     row.last_failed_at = timezone.now()
@@ -224,11 +239,13 @@ def _event(row: DeadLetter, *, actor: str, action: str, reason: str, diff: dict[
 @transaction.atomic
 def dead_letter_update(
     *, dead_letter_id: int, actor: str, reason: Any, version: Any,
-    args: Any = _UNSET, kwargs: Any = _UNSET, queue: Any = _UNSET,
+    args: Any = _UNSET, kwargs: Any = _UNSET, queue: Any = _UNSET, role: str | None = None,
 ) -> DeadLetter:
     """Edit args/kwargs/queue. ``version`` must be the one read (409 otherwise); the new
-    arguments must bind to the task's signature; a masked secret sent back keeps its value."""
-    from tasks.registry import bind_arguments, get_task
+    arguments must bind to the task's signature; a masked secret sent back keeps its value.
+    ``role`` (the actor's; None: the system) must be allowed to run the task
+    (``dlq.roles.runnable_task``: 403 otherwise)."""
+    from tasks.registry import bind_arguments
 
     reason = _require_reason(reason)
     if not isinstance(version, int) or isinstance(version, bool):
@@ -238,6 +255,7 @@ def dead_letter_update(
         raise Conflict(f"stale version {version}: the dead letter is at version {row.version}", code="stale_version")
     if row.status != DeadLetterStatus.DEAD:
         raise Conflict(f"only dead letters in status 'dead' can be edited (this one is {row.status!r})", code="bad_status")
+    task = runnable_task(row.task_name, role=role)
     changes: dict[str, list[Any]] = {}
     for name, value in (("args", args), ("kwargs", kwargs)):
         if value is not _UNSET and not all_finite(value):
@@ -248,7 +266,6 @@ def dead_letter_update(
     new_args = current_args if args is _UNSET else unmask(args, current_args)
     new_kwargs = current_kwargs if kwargs is _UNSET else unmask(kwargs, current_kwargs)
     if args is not _UNSET or kwargs is not _UNSET:
-        task = get_task(row.task_name)
         bind_arguments(task, [] if new_args is None and args is _UNSET else new_args,
                        {} if new_kwargs is None and kwargs is _UNSET else new_kwargs)
         stored_args, stored_kwargs, raw = stored_arguments(new_args, new_kwargs)
@@ -258,6 +275,8 @@ def dead_letter_update(
             changes["kwargs"] = [mask(row.kwargs), mask(stored_kwargs)]
         if changes:
             row.args, row.kwargs, row.raw_arguments = stored_args, stored_kwargs, raw
+            row.search = search_vector(row.task_name, row.exception_type, row.exception_message, row.traceback,
+                                        row.args, row.kwargs)
     if queue is not _UNSET:
         validate_queue(queue)
         if queue != row.queue:
@@ -365,7 +384,7 @@ def is_chord_member(row: DeadLetter) -> bool:
 
 
 def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", queue: str | None = None,
-                        policy_id: int | None = None, version: Any = None) -> str:
+                        policy_id: int | None = None, version: Any = None, role: str | None = None) -> str:
     """Publish the dead letter again under a new task id that links back to it
     (``requeue_message``: the original message, workflow included).
 
@@ -376,7 +395,8 @@ def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", qu
     rather than taken as a new requeue. A chord member rejoins its chord in the same
     transaction, or the requeue is refused (409 ``workflow_not_resumable``). If the broker
     refuses the publish, the row goes back to ``dead`` and the caller gets
-    ``BrokerUnavailable`` (503).
+    ``BrokerUnavailable`` (503). ``role`` (the actor's; None: the system) must be allowed to
+    run the task (``dlq.roles.runnable_task``: 403 otherwise).
     """
     from tasks.registry import bind_arguments, get_task
 
@@ -399,9 +419,10 @@ def dead_letter_requeue(*, dead_letter_id: int, actor: str, reason: Any = "", qu
         if row.args is None or row.kwargs is None:
             raise Conflict("this dead letter has no decodable arguments: edit its args/kwargs first", code="not_requeueable")
         try:
-            task = get_task(row.task_name)
+            get_task(row.task_name)
         except NotFound as exc:
             raise Conflict(f"task {row.task_name!r} is not registered: it cannot run", code="not_requeueable") from exc
+        task = runnable_task(row.task_name, role=role)
         try:
             bind_arguments(task, *row.arguments(), size_limit=False)
         except ValidationFailed as exc:
@@ -568,6 +589,10 @@ def dead_letters_bulk_start(
         if filters else {}, ids=ids, queue=queue or "", rate_limit=rate_limit,
         total=summary["total"] or 0, max_id=summary["max_id"] or 0,
     )
+    audit_record(actor=actor, action="job.start", object_type="redrive_job", object_id=job.pk, reason=reason,
+                 diff={"action": [None, action], "total": [None, job.total], "filters": [None, job.filters],
+                       "ids": [None, len(ids) if ids is not None else None], "queue": [None, job.queue],
+                       "rate_limit": [None, rate_limit]})
     logger.info("redrive_job.created job_id=%s action=%s total=%s actor=%s", job.pk, action, job.total, actor,
                 extra={"job_id": job.pk, "actor": actor})
     transaction.on_commit(lambda: _start_job_task(job.pk))
@@ -587,9 +612,12 @@ def redrive_job_cancel(*, job_id: int, actor: str) -> RedriveJob:
         raise NotFound(f"redrive job {job_id} does not exist")
     if job.status in TERMINAL:
         raise Conflict(f"the job is already {job.status}", code="bad_status")
+    before = job.status
     job.status = RedriveJobStatus.CANCELLED
     job.finished_at = timezone.now()
     job.save(update_fields=["status", "finished_at"])
+    audit_record(actor=actor, action="job.cancel", object_type="redrive_job", object_id=job.pk,
+                 diff={"status": [before, job.status], "done": [None, job.done]})
     logger.info("redrive_job.cancelled job_id=%s actor=%s", job.pk, actor, extra={"job_id": job.pk, "actor": actor})
     return job
 
@@ -770,7 +798,10 @@ def _move_batch(job: RedriveJob, ids: list[int], eligible: list[str], to_status:
     # The rows are locked in id order (the ordered FOR UPDATE subquery), as every writer of
     # several dead letters does, so two bulk jobs over overlapping rows cannot deadlock
     # whatever plan the UPDATE gets; the lock wait re-checks the status.
-    chords = " AND NOT (options ? 'chord' AND group_id <> '')" if requeue else ""
+    # Not requeued in bulk: a chord member (it must rejoin its chord, one by one) and a task
+    # nobody runs by name (``dlq.roles.INTERNAL_TASK_PREFIXES``).
+    internal = "".join(f" AND task_name NOT LIKE '{prefix}%%'" for prefix in INTERNAL_TASK_PREFIXES)
+    chords = f" AND NOT (options ? 'chord' AND group_id <> ''){internal}" if requeue else ""
     source = (f" FROM (SELECT id, status FROM {table} WHERE id = ANY(%(ids)s) AND status = ANY(%(eligible)s){chords} "
               "ORDER BY id FOR UPDATE) AS old")
     before, where = "m.before", "d.id = old.id"
@@ -886,6 +917,8 @@ def periodic_task_set_enabled(*, periodic_task_id: int, enabled: bool, actor: st
     if task.enabled != enabled:
         task.enabled = enabled
         task.save()
+        audit_record(actor=actor, action="schedule.enable" if enabled else "schedule.disable", object_type="schedule",
+                     object_id=task.name, diff={"enabled": [not enabled, enabled]})
         logger.info("schedule.%s name=%s actor=%s", "enabled" if enabled else "disabled", task.name, actor,
                     extra={"schedule": task.name, "actor": actor})
     return task
@@ -911,6 +944,8 @@ def periodic_task_run_now(*, periodic_task_id: int, actor: str) -> str:
         result = app.send_task(task.task, args=args, kwargs=kwargs, **options)
     except Exception as exc:
         raise BrokerUnavailable(f"the broker refused the message: {exc}") from exc
+    audit_record(actor=actor, action="schedule.run_now", object_type="schedule", object_id=task.name,
+                 diff={"task_id": [None, str(result.id)], "task": [None, task.task]})
     logger.info("schedule.run_now name=%s task_id=%s actor=%s", task.name, result.id, actor,
                 extra={"schedule": task.name, "task_id": result.id, "actor": actor})
     return str(result.id)
@@ -972,7 +1007,11 @@ def housekeeping_prune_other_tables(*, older_than_days: int) -> dict[str, int]:
     # Effect keys must outlive any later run of their task (requeues of dead letters kept
     # for DLQ_RETENTION_DAYS): keep them for the same ``older_than_days`` (90 by default).
     effects, _ = EffectKey.objects.filter(created_at__lt=cutoff).delete()
-    return {"alerts": alerts, "redrive_jobs": jobs, "idempotency_keys": keys, "effect_keys": effects}
+    from dlq.models import ApiToken
+
+    tokens, _ = ApiToken.objects.filter(expiry__lt=now).delete()  # expired: they no longer authenticate
+    return {"alerts": alerts, "redrive_jobs": jobs, "idempotency_keys": keys, "effect_keys": effects,
+            "expired_tokens": tokens}
 
 
 def dead_letters_reconcile_stuck_requeues(*, older_than_minutes: int) -> int:
@@ -1067,8 +1106,8 @@ def reprocess_policies_apply(*, now: Any = None, limit_per_policy: int = 500) ->
                                     reason=f"reprocess policy #{policy.pk} ({policy.task_name}): automatic requeue "
                                            f"{auto_count + 1} of {policy.max_auto_requeues}")
                 totals["requeued"] += 1
-            except (Conflict, NotFound):
-                totals["skipped"] += 1  # changed meanwhile (an operator acted)
+            except (Conflict, NotFound, Forbidden):
+                totals["skipped"] += 1  # changed meanwhile (an operator acted), or a task nobody runs by name
     return totals
 
 
@@ -1089,12 +1128,15 @@ def reprocess_policy_save(*, actor: str, data: dict[str, Any], policy_id: int | 
 
     from dlq.models import ReprocessPolicy
 
+    fields = [f.name for f in ReprocessPolicy._meta.concrete_fields if f.name not in ("id", "created_at", "updated_at")]
     if policy_id is None:
         policy = ReprocessPolicy(**data)
+        before: dict[str, Any] = {}
     else:
         policy = ReprocessPolicy.objects.select_for_update().filter(pk=policy_id).first()
         if policy is None:
             raise NotFound(f"policy {policy_id} does not exist")
+        before = {f: getattr(policy, f) for f in fields}
         for key, value in data.items():
             setattr(policy, key, value)
     try:
@@ -1102,6 +1144,10 @@ def reprocess_policy_save(*, actor: str, data: dict[str, Any], policy_id: int | 
             policy.save()
     except IntegrityError as exc:
         raise Conflict(f"a policy for {policy.task_name!r} exists already", code="duplicate") from exc
+    after = {f: getattr(policy, f) for f in fields}
+    audit_record(actor=actor, action="policy.create" if policy_id is None else "policy.update",
+                 object_type="reprocess_policy", object_id=policy.pk,
+                 diff={f: [before.get(f), after[f]] for f in fields if before.get(f) != after[f]})
     logger.info("reprocess_policy.saved policy_id=%s task=%s actor=%s", policy.pk, policy.task_name, actor,
                 extra={"policy_id": policy.pk, "actor": actor})
     return policy
@@ -1111,7 +1157,41 @@ def reprocess_policy_save(*, actor: str, data: dict[str, Any], policy_id: int | 
 def reprocess_policy_delete(*, actor: str, policy_id: int) -> None:
     from dlq.models import ReprocessPolicy
 
-    deleted, _ = ReprocessPolicy.objects.filter(pk=policy_id).delete()
-    if not deleted:
+    policy = ReprocessPolicy.objects.select_for_update().filter(pk=policy_id).first()
+    if policy is None:
         raise NotFound(f"policy {policy_id} does not exist")
+    policy.delete()
+    audit_record(actor=actor, action="policy.delete", object_type="reprocess_policy", object_id=policy_id,
+                 diff={"task_name": [policy.task_name, None], "enabled": [policy.enabled, None]})
     logger.info("reprocess_policy.deleted policy_id=%s actor=%s", policy_id, actor, extra={"policy_id": policy_id})
+
+
+# --- Enqueueing by name (the API, the demo page) ---------------------------------------------
+
+@dataclass(frozen=True)
+class Enqueued:
+    task_id: str
+    written: bool  # False: an earlier request with the same idempotency key wrote it
+
+
+def task_enqueue(*, actor: str, role: str | None, task_name: Any, args: Any, kwargs: Any, queue: Any = None,
+                 countdown: Any = None, idempotency_key: Any = None, idempotency_scope: str = "") -> Enqueued:
+    """A person (or a client) enqueues a task by name: the role's task rule
+    (``dlq.roles.runnable_task``), arguments that bind and fit, a known queue; then the outbox
+    row and its audit record in one transaction. Raises ``QueueFull`` when the queue is full."""
+    from tasks.enqueue import enqueue_once
+    from tasks.registry import bind_arguments
+
+    task = runnable_task(task_name, role=role)
+    bind_arguments(task, args, kwargs)
+    if queue is not None:
+        validate_queue(queue)
+    with transaction.atomic():
+        task_id, written = enqueue_once(task, args=args, kwargs=kwargs, queue=queue, countdown=countdown,
+                                        idempotency_key=idempotency_key, idempotency_scope=idempotency_scope)
+        if written:
+            audit_record(actor=actor, action="task.enqueue", object_type="task", object_id=task_id,
+                         diff={"task": [None, task.name], "args": [None, args], "kwargs": [None, kwargs],
+                               "queue": [None, queue], "countdown": [None, countdown],
+                               "idempotency_key": [None, idempotency_key]})
+    return Enqueued(task_id=task_id, written=written)

@@ -61,6 +61,8 @@ def discovered_urls(base_dir: Path) -> dict[str, str]:
     for service in data.get("services", {}).values():
         if pid_alive(service.get("pid")):
             urls.update(service.get("urls", {}))
+    if urls and data.get("django_env"):
+        urls["django_env"] = str(data["django_env"])  # what ./dev asked for (development)
     return urls
 
 
@@ -270,7 +272,7 @@ class Services:
     def _write(self, services: dict[str, dict[str, object]]) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.services_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"services": services}, indent=2))
+        tmp.write_text(json.dumps({"services": services, "django_env": os.environ.get("DJANGO_ENV", "")}, indent=2))
         tmp.replace(self.services_file)
 
     def start(self) -> dict[str, str]:

@@ -52,10 +52,15 @@ def metrics(request: HttpRequest) -> HttpResponse:
     if settings.METRICS_TOKEN and header.startswith("Bearer "):
         allowed = hmac.compare_digest(header[7:].strip(), settings.METRICS_TOKEN)
     elif header.startswith("Token "):
-        from rest_framework.authtoken.models import Token
+        from rest_framework.exceptions import AuthenticationFailed
 
-        token = Token.objects.select_related("user").filter(key=header[6:].strip()).first()
-        allowed = token is not None and token.user.is_active and has_role(token.user, Role.VIEWER)
+        from dashboard.api.authentication import ApiTokenAuthentication
+
+        try:
+            user, _ = ApiTokenAuthentication().authenticate_credentials(header[6:].strip().encode())
+            allowed = has_role(user, Role.VIEWER)
+        except AuthenticationFailed:
+            allowed = False
     else:
         allowed = has_role(request.user, Role.VIEWER)
     if not allowed:

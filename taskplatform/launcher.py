@@ -53,17 +53,20 @@ def cmd_up(services: Services, args: argparse.Namespace) -> int:
     env = child_env(services.env)
     manage(env, "migrate", "--noinput", "-v", "0")
     manage(env, "seed_demo")
-    flower_auth = env.get("FLOWER_BASIC_AUTH") or "demo:demo-password"
+    # Flower reads its credentials from the environment, not from its command line (which
+    # every user of the machine can read in the process list).
+    env.setdefault("FLOWER_BASIC_AUTH", "demo:demo-password")
+    flower_auth = env["FLOWER_BASIC_AUTH"]
     data = BASE_DIR / ".data"
     data.mkdir(exist_ok=True)
     commands = {
-        "web": [PYTHON, "manage.py", "runserver", f"0.0.0.0:{args.port}", "--noreload"],
+        "web": [PYTHON, "manage.py", "runserver", f"{args.host}:{args.port}", "--noreload"],
         "worker": [CELERY, "-A", "taskplatform", "worker", "-l", "info", "-P", "prefork", "-n", "worker@%h"],
         "relay": [PYTHON, "manage.py", "outbox_relay"],
         "beat": [CELERY, "-A", "taskplatform", "beat", "-l", "info", "--pidfile", str(data / "beat.pid")],
         "flower": [
-            CELERY, "-A", "taskplatform", "flower", f"--port={args.flower_port}",
-            f"--basic-auth={flower_auth}", "--purge_offline_workers=60",
+            CELERY, "-A", "taskplatform", "flower", f"--address={args.host}", f"--port={args.flower_port}",
+            "--purge_offline_workers=60",
         ],
     }
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -133,9 +136,14 @@ def cmd_chaos(rest: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # ./dev is the developer's entry point: development (DEBUG, the demo tasks, page and
+    # account) is asked for here, never by default (taskplatform/settings.py).
+    os.environ.setdefault("DJANGO_ENV", "development")
     parser = argparse.ArgumentParser(prog="./dev")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run web, worker, beat and Flower in the foreground")
+    up.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"),
+                    help="address web and Flower listen on (default 127.0.0.1; 0.0.0.0 to serve other machines)")
     up.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     up.add_argument("--flower-port", type=int, default=int(os.environ.get("FLOWER_PORT", 5555)))
     test = sub.add_parser("test", help="run the test suite (pytest arguments may follow)")

@@ -7,12 +7,14 @@ embedded services that ``./dev up`` started are read from ``.data/services.json`
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from taskplatform import secure
 from taskplatform.embedded import discovered_urls
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -39,16 +41,29 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DJANGO_ENV = os.environ.get("DJANGO_ENV", "development").strip().lower()
-PRODUCTION = DJANGO_ENV == "production"
+_embedded = discovered_urls(BASE_DIR)
+# Secure by default: development (DEBUG, the demo tasks and page, the insecure default key)
+# only when asked for with DJANGO_ENV=development, which ./dev sets (and records in
+# .data/services.json, so that `.venv/bin/python manage.py ...` beside a running ./dev up
+# finds it too). Anything else runs as production and refuses weak settings (secure.py).
+# (The recorded DJANGO_ENV applies only to a process that also takes its database from there.)
+_discovered_env = _embedded.get("django_env") if not os.environ.get("DATABASE_URL") else None
+DJANGO_ENV = (os.environ.get("DJANGO_ENV") or _discovered_env or "production").strip().lower()
+if DJANGO_ENV not in ("development", "production"):
+    raise ImproperlyConfigured(f"DJANGO_ENV must be development or production, not {DJANGO_ENV!r}")
+DEVELOPMENT = DJANGO_ENV == "development"
+PRODUCTION = not DEVELOPMENT
 
 INSECURE_DEFAULT_SECRET_KEY = "django-insecure-local-development-key-do-not-use-in-production"
-SECRET_KEY = os.environ.get("SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY)
-DEBUG = env_bool("DEBUG", default=not PRODUCTION)
-if PRODUCTION and SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY:
-    raise ImproperlyConfigured("DJANGO_ENV=production refuses the default SECRET_KEY: set SECRET_KEY.")
-if PRODUCTION and DEBUG:
-    raise ImproperlyConfigured("DJANGO_ENV=production refuses DEBUG=true.")
+SECRET_KEY = os.environ.get("SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY if DEVELOPMENT else "")
+DEBUG = env_bool("DEBUG", default=DEVELOPMENT)
+if PRODUCTION:
+    if not SECRET_KEY or SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY:
+        raise ImproperlyConfigured("production refuses to start without SECRET_KEY (DJANGO_ENV=development for "
+                                   "the development defaults).")
+    secure.check_secret_key(SECRET_KEY)
+    if DEBUG:
+        raise ImproperlyConfigured("production refuses DEBUG=true (DEBUG only with DJANGO_ENV=development).")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -61,9 +76,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served by us (no CDN)
     "django_celery_results",
     "django_celery_beat",
     "dlq",
@@ -80,7 +97,21 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "taskplatform.middleware.StatementTimeoutMiddleware",
+    # Last, as django-axes asks: counts failed logins and locks out (429) after AXES_FAILURE_LIMIT.
+    "axes.middleware.AxesMiddleware",
 ]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# Login throttling and lockout (django-axes): a username from one address is locked out for
+# AXES_COOLOFF_MINUTES after AXES_FAILURE_LIMIT wrong passwords in a row (the admin's and the
+# dashboard's login alike); a success resets the count. `manage.py axes_reset` lifts it.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+# Every SQL statement of a web request stops after this long (taskplatform/middleware.py).
+WEB_STATEMENT_TIMEOUT_MS = env_int("WEB_STATEMENT_TIMEOUT_MS", 10_000)
 
 ROOT_URLCONF = "taskplatform.urls"
 WSGI_APPLICATION = "taskplatform.wsgi.application"
@@ -95,12 +126,12 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "taskplatform.context_processors.platform",
             ],
         },
     },
 ]
 
-_embedded = discovered_urls(BASE_DIR)
 DATABASE_URL = os.environ.get("DATABASE_URL") or _embedded.get(
     "database_url", "postgres://postgres@127.0.0.1:5432/taskplatform"
 )
@@ -147,16 +178,32 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=PRODUCTION)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
 SECURE_HSTS_PRELOAD = PRODUCTION
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# No SECURE_PROXY_SSL_HEADER: Django would believe X-Forwarded-Proto from any client. gunicorn
+# sets the scheme from it only for the proxies in TRUSTED_PROXY_IPS (gunicorn.conf.py).
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
 # --- REST framework ---
+# API tokens (django-rest-knox, our model dlq.ApiToken): stored as digests, expiring.
+KNOX_TOKEN_MODEL = "dlq.ApiToken"
+# knox's own migrations would create its default token table (ours replaces it): none.
+MIGRATION_MODULES = {"knox": None}
+API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 90)
+REST_KNOX = {"TOKEN_TTL": timedelta(days=API_TOKEN_TTL_DAYS), "AUTH_HEADER_PREFIX": "Token"}
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes a missing/wrong credential a 401.
-        "rest_framework.authentication.TokenAuthentication",
+        "dashboard.api.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    # Expensive reads have a scope of their own (per user, counted in Redis so that every
+    # web process shares the count); everything else the user rate.
+    "DEFAULT_THROTTLE_CLASSES": ["dashboard.api.throttling.UserThrottle",
+                                 "dashboard.api.throttling.ScopedThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": os.environ.get("API_THROTTLE_USER", "1200/min"),
+        "expensive": os.environ.get("API_THROTTLE_EXPENSIVE", "60/min"),
+        "export": os.environ.get("API_THROTTLE_EXPORT", "10/min"),
+    },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["dashboard.api.parsers.StrictJSONParser"],
@@ -172,6 +219,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "DeadLetterStatusEnum": "dlq.models.DeadLetterStatus",
@@ -190,6 +239,9 @@ REDIS_URL = os.environ.get("REDIS_URL") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else _embedded.get("redis_url", "redis://127.0.0.1:6379/0")
 )
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 2 * 60 * 60)
+# Shared by every process (API throttle counts): Redis.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                      "KEY_PREFIX": "cache", "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2}}}
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 # Redis only: how often a worker looks for unacked messages past their visibility timeout
 # (kombu's sweep runs every unacked_restore_interval x unacked_restore_throttle = ~100 s by
@@ -298,6 +350,11 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "taskplatform@localhos
 FLOWER_BASIC_AUTH = os.environ.get("FLOWER_BASIC_AUTH", "" if PRODUCTION else "demo:demo-password")
 FLOWER_URL = os.environ.get("FLOWER_URL", "http://localhost:5555/")
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+if PRODUCTION:
+    secure.check_credential("METRICS_TOKEN", METRICS_TOKEN)
+    secure.check_basic_auth("FLOWER_BASIC_AUTH", FLOWER_BASIC_AUTH)
+    for _name, _url in (("DATABASE_URL", DATABASE_URL), ("CELERY_BROKER_URL", CELERY_BROKER_URL), ("REDIS_URL", REDIS_URL)):
+        secure.check_url_password(_name, _url)
 
 # LOG_FORMAT=json: one JSON object per line with the `extra` fields (task_id, dead_letter_id, ...).
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
@@ -314,7 +371,9 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "plain"}},
+    "filters": {"mask_secrets": {"()": "taskplatform.logfilters.MaskSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "plain",
+                             "filters": ["mask_secrets"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }

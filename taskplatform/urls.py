@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -17,10 +18,11 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="/accounts/login/"), name="logout"),
     path("api/v1/", include("dashboard.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),  # sidecar assets
     path("dashboard/", include("dashboard.urls")),
-    path("demo/", task_views.demo, name="demo"),
 ]
+if settings.DEVELOPMENT:  # the demo page enqueues the demo tasks, which exist only in development
+    urlpatterns.append(path("demo/", task_views.demo, name="demo"))
 
 
 def _not_found(request, exception=None):  # type: ignore[no-untyped-def]

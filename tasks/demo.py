@@ -1,4 +1,5 @@
-"""Demo tasks (always registered): the contract's ``tasks.demo.*``."""
+"""Demo tasks: the contract's ``tasks.demo.*``. Registered in development only (``tasks.apps``):
+they crash workers and sleep on purpose."""
 from __future__ import annotations
 
 import os

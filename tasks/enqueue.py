@@ -14,6 +14,7 @@ the arguments bind to the task's signature (``TypeError``, unless the task sets
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -51,7 +52,8 @@ def enqueue(
 
     Returns the task id; the task never starts before the rows its caller wrote are
     committed (celery#9617). Costs one ``INSERT``. With ``idempotency_key``, the same key
-    within ``IDEMPOTENCY_KEY_TTL`` returns the first task id and writes nothing. Raises
+    within ``IDEMPOTENCY_KEY_TTL`` for the same task, arguments and queue returns the first
+    task id and writes nothing; for another request it raises ``dlq.errors.Conflict``. Raises
     ``tasks.backpressure.QueueFull`` when the target queue (broker and outbox together) is
     over its high-water mark.
     """
@@ -68,10 +70,13 @@ def enqueue_once(
     countdown: float | None = None,
     task_id: str | None = None,
     idempotency_key: str | None = None,
+    idempotency_scope: str = "",
     headers: dict[str, Any] | None = None,
 ) -> tuple[str, bool]:
     """``enqueue()`` that also says whether it wrote a message (False: an earlier enqueue
-    with the same idempotency key did, and its task id is returned)."""
+    with the same idempotency key, for the same task, arguments and queue, did, and its task
+    id is returned). ``idempotency_scope`` keeps one client's keys apart from another's (the
+    API passes its user); the same key in one scope for another request raises ``Conflict``."""
     from tasks.backpressure import check_capacity
     from tasks.outbox import OutboxRow, outbox_insert
     from tasks.registry import get_task
@@ -112,6 +117,11 @@ def enqueue_once(
     # publishes to it; backpressure counts it).
     target_queue = queue or getattr(task_obj, "queue", None) or settings.CELERY_TASK_DEFAULT_QUEUE
     check_capacity(target_queue)
+    request_hash = ""
+    if idempotency_key:
+        identity = json.dumps([task_obj.name, call_args, call_kwargs, target_queue], sort_keys=True, default=str)
+        request_hash = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
     row = OutboxRow(task_id=task_id or str(uuid.uuid4()), task_name=task_obj.name, queue=target_queue,
-                    payload=payload, headers=header_json, options=options, idempotency_key=idempotency_key or "")
+                    payload=payload, headers=header_json, options=options, idempotency_key=idempotency_key or "",
+                    idempotency_scope=idempotency_scope, request_hash=request_hash)
     return outbox_insert(row)

@@ -1,4 +1,5 @@
-"""Example tasks: patterns application code can copy. Always registered."""
+"""Example tasks: patterns application code can copy. Registered in development only (see
+``tasks.apps``): none of them belongs in production."""
 from __future__ import annotations
 
 from typing import Any
@@ -61,24 +62,6 @@ def beat_probe(self: PlatformTask) -> None:
 
     slot = getattr(self.request, "dlq_scheduled_at", "unscheduled")
     redis_client().hincrby("beat-probe:runs", str(slot), 1)
-
-
-class DependencyDown(Exception):
-    """The remote service did not answer."""
-
-
-@shared_task(base=PlatformTask, name="tasks.examples.call_dependency", enqueueable=True,
-             max_retries=1, retry_backoff=1, retry_backoff_max=2)
-def call_dependency(url: str) -> int:
-    """Calls a remote HTTP service; fails while it is down (a reprocess policy heals these)."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 (example: the caller's URL)
-            return int(response.status)
-    except (urllib.error.URLError, OSError) as exc:
-        raise DependencyDown(f"{url} is unreachable: {exc}") from exc
 
 
 @shared_task(base=PlatformTask, name="tasks.examples.charge_order", bind=True, enqueueable=True)

@@ -24,12 +24,17 @@ class OutboxRow:
     headers: str  # JSON
     options: dict[str, Any]
     idempotency_key: str
+    idempotency_scope: str = ""
+    request_hash: str = ""
 
 
 def outbox_insert(row: OutboxRow) -> tuple[str, bool]:
     """One statement: the outbox row, and with an idempotency key the key's claim in the same
     ``INSERT`` (a data-modifying CTE): the row is written only if this call claimed the key.
-    Returns the task id that owns the key (this one, or the first) and whether a row was written."""
+    Returns the task id that owns the key (this one, or the first) and whether a row was
+    written; raises ``Conflict`` (``idempotency_key_reused``) when the key, in its scope, was
+    used for another task, other arguments or another queue."""
+    from dlq.errors import Conflict
     from dlq.models import IdempotencyKey
 
     outbox = OutboxMessage._meta.db_table
@@ -45,25 +50,33 @@ def outbox_insert(row: OutboxRow) -> tuple[str, bool]:
         # concurrent claim of the same key waits on the unique index, then sees the winner.
         cursor.execute(
             f"WITH claim AS ("
-            f" INSERT INTO {keys} AS k (key, task_id, task_name, created_at, expires_at)"
-            f" VALUES (%s, %s, %s, now(), now() + %s * interval '1 second')"
-            f" ON CONFLICT (key) DO UPDATE SET task_id = EXCLUDED.task_id, task_name = EXCLUDED.task_name,"
-            f" created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at WHERE k.expires_at <= now()"
-            f" RETURNING task_id"
+            f" INSERT INTO {keys} AS k (scope, key, request_hash, task_id, task_name, created_at, expires_at)"
+            f" VALUES (%s, %s, %s, %s, %s, now(), now() + %s * interval '1 second')"
+            f" ON CONFLICT (scope, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, task_id = EXCLUDED.task_id,"
+            f" task_name = EXCLUDED.task_name, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at"
+            f" WHERE k.expires_at <= now()"
+            f" RETURNING task_id, request_hash"
             f"), message AS ("
             f" INSERT INTO {outbox} ({columns}) SELECT %s, %s, %s, %s, %s, %s, %s FROM claim RETURNING 1"
-            f") SELECT task_id, true FROM claim"
-            f" UNION ALL SELECT task_id, false FROM {keys} WHERE key = %s AND NOT EXISTS (SELECT 1 FROM claim)",
-            [row.idempotency_key, row.task_id, row.task_name, settings.IDEMPOTENCY_KEY_TTL, *values,
-             row.idempotency_key],
+            f") SELECT task_id, true, request_hash FROM claim"
+            f" UNION ALL SELECT task_id, false, request_hash FROM {keys} WHERE scope = %s AND key = %s"
+            f" AND NOT EXISTS (SELECT 1 FROM claim)",
+            [row.idempotency_scope, row.idempotency_key, row.request_hash, row.task_id, row.task_name,
+             settings.IDEMPOTENCY_KEY_TTL, *values, row.idempotency_scope, row.idempotency_key],
         )
         found = cursor.fetchone()
         if found is None:
             # The key was claimed by a transaction that committed after this statement's
             # snapshot was taken: read it with a fresh one.
-            cursor.execute(f"SELECT task_id FROM {keys} WHERE key = %s", [row.idempotency_key])
-            found = (cursor.fetchone()[0], False)
-    return str(found[0]), bool(found[1])
+            cursor.execute(f"SELECT task_id, false, request_hash FROM {keys} WHERE scope = %s AND key = %s",
+                           [row.idempotency_scope, row.idempotency_key])
+            found = cursor.fetchone()
+    task_id, written, request_hash = str(found[0]), bool(found[1]), str(found[2])
+    if not written and request_hash != row.request_hash:
+        raise Conflict(f"idempotency key {row.idempotency_key!r} was used for another task, other arguments or "
+                       f"another queue (task {task_id}); use a new key for a new request",
+                       code="idempotency_key_reused")
+    return task_id, written
 
 
 @dataclass(frozen=True)

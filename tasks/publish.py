@@ -132,7 +132,7 @@ class Publisher:
         batch: dict[str, list[str]] = {}
         buffered = 0
         tags: list[str] = []
-        for item in tasks:
+        for index, item in enumerate(tasks):
             key = (item.name, item.queue)
             if key not in self.plans:
                 self.plans[key] = _plan(app, producer, item)
@@ -143,8 +143,8 @@ class Publisher:
                     buffered = 0
                 _send_task(app, producer, item)
                 continue
-            if not tags:
-                tags = uuid4_batch(chunk)
+            if not tags:  # as many delivery tags as this call can still use (a relay batch is often 1 row)
+                tags = uuid4_batch(min(chunk, len(tasks) - index))
             # The task name is part of the template (a literal in it): two tasks with the same
             # routing plan must not share one.
             tkey = (item.name, plan, tuple(item.headers))

@@ -59,14 +59,22 @@ def _claim_sql(table: str, where: str = "") -> str:
 def outgoing(row: Sequence[Any]) -> OutgoingTask:
     """The ``OutgoingTask`` of one claimed row (what ``apply_async`` would have sent)."""
     _pk, task_id, task_name, queue, payload, headers, options, _attempts = row
-    args, kwargs = kombu_loads(payload)
-    options = dict(json.loads(options) if isinstance(options, str) else options or {})
-    headers = dict(json.loads(headers) if isinstance(headers, str) else headers or {})
+    # kombu's decoder only for payloads holding its tagged types (dates, UUIDs, decimals);
+    # plain JSON decodes the same, several times faster.
+    args, kwargs = kombu_loads(payload) if '"__type__"' in payload else json.loads(payload)
+    options = _json_object(options)
+    headers = _json_object(headers)
     root_id, parent_id = options.pop("root_id", None), options.pop("parent_id", None)
     if "eta" in options:
         options["eta"] = datetime.fromisoformat(options["eta"])
     return OutgoingTask(task_name, args, kwargs, task_id, queue or None, headers, options=options,
                         root_id=root_id, parent_id=parent_id)
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    if not value or value == "{}":
+        return {}
+    return dict(json.loads(value) if isinstance(value, str) else value)
 
 
 class Relay:
@@ -190,6 +198,11 @@ class Relay:
     def run(self, stop: threading.Event) -> None:
         logger.info("outbox_relay.started batch_size=%s poll_interval=%s pid=%s", self.batch_size,
                     self.poll_interval, os.getpid())
+        try:
+            self.publisher()  # opened now, not on the first message (its first batch would wait for it)
+        except Exception as exc:  # the broker is down: the first batch opens it again
+            self.close_publisher()
+            logger.warning("outbox_relay.publisher_not_opened error=%r", exc)
         backoff = 0.0
         while not stop.is_set():
             self.heartbeat()

@@ -1,4 +1,4 @@
-"""The /demo/ page: a form that enqueues demo tasks through ``enqueue()``."""
+"""The /demo/ page (development only): a form that enqueues demo tasks, as the API does."""
 from __future__ import annotations
 
 from django.contrib import messages
@@ -7,12 +7,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from dlq import services
 from dlq.errors import ServiceError
 from dlq.jsonsafe import parse_json
 from dlq.models import Role, user_role
 from tasks.backpressure import QueueFull
-from tasks.enqueue import enqueue
-from tasks.registry import bind_arguments, describe_signature, enqueueable_tasks, get_enqueueable_task
+from tasks.registry import describe_signature, enqueueable_tasks
 
 
 @login_required
@@ -26,11 +26,10 @@ def demo(request: HttpRequest) -> HttpResponse:
             messages.error(request, "Your role cannot enqueue tasks (operator or admin needed).")
             return render(request, "tasks/demo.html", _context(form, can_enqueue), status=403)
         try:
-            task = get_enqueueable_task(form["task"])
             args = parse_json(form["args"] or "[]", name="args")
             kwargs = parse_json(form["kwargs"] or "{}", name="kwargs")
-            bind_arguments(task, args, kwargs)
-            task_id = enqueue(task, args=args, kwargs=kwargs)
+            task_id = services.task_enqueue(actor=request.user.get_username(), role=user_role(request.user),
+                                            task_name=form["task"], args=args, kwargs=kwargs).task_id
         except QueueFull as exc:
             messages.error(request, f"The system is busy ({exc.depth} tasks are waiting); "
                                     f"please try again in {exc.retry_after} seconds.")
@@ -40,7 +39,7 @@ def demo(request: HttpRequest) -> HttpResponse:
         except ServiceError as exc:
             messages.error(request, exc.message)
             return render(request, "tasks/demo.html", _context(form, can_enqueue), status=400)
-        messages.success(request, f"Enqueued {task.name} as {task_id}.")
+        messages.success(request, f"Enqueued {form['task']} as {task_id}.")
         return redirect("demo")
     return render(request, "tasks/demo.html", _context(form, can_enqueue))
 

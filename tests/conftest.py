@@ -5,10 +5,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from dlq.models import Role
+from dlq.models import ApiToken, Role
 from dlq.roles import ensure_role_groups
 from tests.workers import RelayProcess, Worker
 
@@ -26,9 +25,10 @@ def purge_broker() -> None:
 
 @pytest.fixture(scope="session")
 def worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Worker]:
-    """One real prefork worker for the session, consuming the default queue."""
+    """One real prefork worker for the session, consuming the default queue, with the probe
+    tasks of the tests (tests/tasks/probe_tasks.py) beside the project's."""
     purge_broker()
-    w = Worker().start()
+    w = Worker(extra_args=["-I", "tests.tasks.probe_tasks"]).start()
     yield w
     w.stop()
 
@@ -62,8 +62,8 @@ def api_client_for() -> Any:
     def factory(role: str | None) -> APIClient:
         user = make_user(f"user-{role or 'norole'}", role)
         client = APIClient()
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        _, key = ApiToken.objects.create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
         return client
 
     return factory

@@ -52,8 +52,13 @@ def test_compose_file_is_valid_and_complete(docker_compose: str) -> None:
     assert "ports" not in services["relay"] and "container_name" not in services["relay"]  # scalable
     assert "--check" in services["relay"]["healthcheck"]["test"]
     assert services["beat"]["command"][:4] == ["celery", "-A", "taskplatform", "beat"]
-    assert "--basic-auth" in " ".join(services["flower"]["command"])
+    # Flower's password comes from its environment, never its command line (the process list).
+    assert "basic-auth" not in " ".join(services["flower"]["command"])
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "ops:change-me"
+    for name in ("web", "flower", "prometheus", "grafana"):  # ops ports on the loopback only
+        ports = services[name]["ports"]
+        assert all((p.startswith("127.0.0.1:") if isinstance(p, str) else str(p.get("host_ip")) == "127.0.0.1")
+                   for p in ports), (name, ports)
     for name in ("web", "worker", "relay", "beat", "flower"):
         deps = services[name]["depends_on"]
         assert deps["postgres"]["condition"] == "service_healthy", name
@@ -112,8 +117,59 @@ def test_production_refuses_the_default_key_and_debug() -> None:
     assert result.returncode != 0 and "DEBUG" in result.stderr
 
 
+def test_without_django_env_it_is_production() -> None:
+    """Secure by default: no DJANGO_ENV means production (no development key, no DEBUG)."""
+    result = run_manage("check")
+    assert result.returncode != 0 and "SECRET_KEY" in result.stderr
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", SECRET_KEY=secrets.token_urlsafe(50),
+                        ALLOWED_HOSTS="tasks.example.com")
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_manage("shell", "-c", "from django.conf import settings; print(settings.DEBUG, settings.DEVELOPMENT)",
+                        SECRET_KEY=secrets.token_urlsafe(50))
+    assert result.stdout.strip().splitlines()[-1] == "False False"
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("SECRET_KEY", "change-me-to-50-random-characters", "SECRET_KEY"),  # .env.example's
+    ("SECRET_KEY", "short-but-random-Xq3", "SECRET_KEY"),
+    ("SECRET_KEY", "a" * 60, "SECRET_KEY"),  # long, but 1 distinct character
+    ("METRICS_TOKEN", "change-me", "METRICS_TOKEN"),
+    ("METRICS_TOKEN", "tooshort", "METRICS_TOKEN"),
+    ("FLOWER_BASIC_AUTH", "ops:change-me", "FLOWER_BASIC_AUTH"),
+    ("FLOWER_BASIC_AUTH", "ops:short", "FLOWER_BASIC_AUTH"),
+    ("FLOWER_BASIC_AUTH", "no-password", "FLOWER_BASIC_AUTH"),
+    ("DATABASE_URL", "postgres://taskplatform:change-me@postgres:5432/taskplatform", "DATABASE_URL"),
+    ("CELERY_BROKER_URL", "amqp://taskplatform:change-me@rabbitmq:5672//", "CELERY_BROKER_URL"),
+])
+def test_production_refuses_each_placeholder(name: str, value: str, says: str) -> None:
+    env = {"DJANGO_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(50), name: value}
+    result = run_manage("check", **env)
+    assert result.returncode != 0 and says in result.stderr, result.stderr[-500:]
+
+
+def test_production_accepts_real_secrets() -> None:
+    strong = secrets.token_urlsafe(24)
+    result = run_manage("check", DJANGO_ENV="production", SECRET_KEY=secrets.token_urlsafe(50), METRICS_TOKEN=strong,
+                        FLOWER_BASIC_AUTH=f"ops:{strong}",
+                        DATABASE_URL=f"postgres://taskplatform:{strong}@127.0.0.1:1/taskplatform")
+    assert "refuses" not in result.stderr, result.stderr[-500:]
+
+
+def test_production_has_no_demo_tasks_page_or_schedule() -> None:
+    code = ("from celery import current_app\nfrom django.urls import resolve, Resolver404\n"
+            "print(sorted(n for n in current_app.tasks if n.startswith(('tasks.demo.', 'tasks.examples.'))))\n"
+            "try:\n    resolve('/demo/')\n    print('demo page')\nexcept Resolver404:\n    print('no demo page')\n")
+    result = run_manage("shell", "-c", code, DJANGO_ENV="production", SECRET_KEY=secrets.token_urlsafe(50))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-2:] == ["[]", "no demo page"]
+    development = run_manage("shell", "-c", code, DJANGO_ENV="development")
+    lines = development.stdout.strip().splitlines()
+    assert "tasks.demo.crash" in lines[-2] and lines[-1] == "demo page"
+
+
 def test_production_collectstatic_builds_the_manifest(tmp_path: Path) -> None:
-    result = run_manage("collectstatic", "--noinput", "-v", "0", DJANGO_ENV="production", SECRET_KEY="build-only",
+    result = run_manage("collectstatic", "--noinput", "-v", "0", DJANGO_ENV="production",
+                        SECRET_KEY=secrets.token_urlsafe(50),
                         STATIC_ROOT_OVERRIDE=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "staticfiles.json").exists()

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from dlq.masking import mask
+from dlq.masking import mask, masked_dead_letter
 from dlq.models import BulkAction, DeadLetter, DeadLetterEvent, DeathReason, RedriveJob, ReprocessPolicy
 
 
@@ -39,8 +39,19 @@ class EnqueueSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class DeadLetterListSerializer(serializers.ModelSerializer[DeadLetter]):
+    """Every value through ``dlq.masking.masked_dead_letter``: the one view of a dead letter
+    that leaves the database."""
+
     args = MaskedJSONField(read_only=True)
     kwargs = MaskedJSONField(read_only=True)
+
+    def to_representation(self, instance: DeadLetter) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        masked = masked_dead_letter(instance)
+        for name in ("exception_message", "traceback", "attempts", "raw_body"):
+            if name in data:
+                data[name] = getattr(masked, name)
+        return data
 
     class Meta:
         model = DeadLetter
@@ -111,11 +122,28 @@ class EventSerializer(serializers.ModelSerializer[DeadLetterEvent]):
 
 
 class RedriveJobSerializer(serializers.ModelSerializer[RedriveJob]):
+    ids_count = serializers.SerializerMethodField(help_text="How many ids the job was started with (null: a filter).")
+
     class Meta:
         model = RedriveJob
-        fields = ("id", "action", "status", "actor", "reason", "filters", "ids", "queue", "rate_limit", "total",
+        # Not the ids themselves (up to 10,000 per job): their count.
+        fields = ("id", "action", "status", "actor", "reason", "filters", "ids_count", "queue", "rate_limit", "total",
                   "done", "failed", "error", "created_at", "started_at", "finished_at")
         read_only_fields = fields
+
+    def get_ids_count(self, obj: RedriveJob) -> int | None:
+        return len(obj.ids) if obj.ids is not None else None
+
+
+class AuditEventSerializer(serializers.Serializer[dict[str, Any]]):
+    id = serializers.CharField(help_text="audit:<n> for operator changes, dead_letter:<n> for a dead letter's events.")
+    at = serializers.DateTimeField()
+    actor = serializers.CharField()
+    action = serializers.CharField()
+    object_type = serializers.CharField()
+    object_id = serializers.CharField()
+    reason = serializers.CharField()
+    diff = serializers.JSONField()
 
 
 class GroupSerializer(serializers.Serializer[dict[str, Any]]):

@@ -11,6 +11,7 @@ router.register("reprocess-policies", views.ReprocessPolicyViewSet, basename="re
 urlpatterns = [
     path("groups/", views.GroupListView.as_view(), name="api-groups"),
     path("stats/", views.StatsView.as_view(), name="api-stats"),
+    path("audit-events/", views.AuditEventListView.as_view(), name="api-audit-events"),
     path("tasks/", views.TaskListView.as_view(), name="api-tasks"),
     path("tasks/enqueue/", views.TaskEnqueueView.as_view(), name="api-tasks-enqueue"),
     path("", include(router.urls)),

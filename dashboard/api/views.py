@@ -8,6 +8,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,14 +16,12 @@ from rest_framework.views import APIView
 from dashboard.api import serializers as s
 from dashboard.api.errors import error_response
 from dashboard.api.filters import DeadLetterFilter, filters_from_query
-from dashboard.permissions import RolePermission, has_role
+from dashboard.permissions import RolePermission
 from dlq import exports, selectors, services
 from dlq.errors import ValidationFailed
-from dlq.models import Role
+from dlq.models import Role, user_role
 from tasks.backpressure import QueueFull
-from tasks.enqueue import enqueue_once
-from tasks.queues import validate_queue
-from tasks.registry import bind_arguments, enqueueable_tasks, get_enqueueable_task, get_task, task_signature
+from tasks.registry import enqueueable_tasks, task_signature
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
 EXPORT_MEDIA_TYPES = {"csv": "text/csv", "json": "application/json"}
@@ -77,6 +76,14 @@ class DeadLetterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     serializer_class = s.DeadLetterListSerializer
     action_roles = {"bulk": Role.ADMIN, "export": Role.ADMIN}
 
+    def get_throttles(self) -> list[Any]:
+        # Expensive reads count against their own rates (REST_FRAMEWORK DEFAULT_THROTTLE_RATES).
+        if self.action == "export":
+            self.throttle_scope = "export"
+        elif self.action == "list" and self.request.query_params.get("q"):
+            self.throttle_scope = "expensive"
+        return super().get_throttles()
+
     def get_queryset(self) -> Any:
         return selectors.dead_letter_list()
 
@@ -107,7 +114,8 @@ class DeadLetterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         data = validated(s.DeadLetterUpdateSerializer, request.data)
         row = selectors.dead_letter_get(id=pk)
         changes = {key: data[key] for key in ("args", "kwargs", "queue") if key in data}
-        updated = services.dead_letter_update(dead_letter_id=row.pk, actor=actor(request), reason=data["reason"],
+        updated = services.dead_letter_update(dead_letter_id=row.pk, actor=actor(request), role=user_role(request.user),
+                                              reason=data["reason"],
                                               version=data["version"], **changes)
         return Response(s.DeadLetterDetailSerializer(selectors.dead_letter_get(id=updated.pk)).data)
 
@@ -116,7 +124,7 @@ class DeadLetterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def requeue(self, request: Request, pk: str | None = None) -> Response:
         data = validated(s.RequeueSerializer, request.data if request.data != {} else {})
         row = selectors.dead_letter_get(id=pk)
-        task_id = services.dead_letter_requeue(dead_letter_id=row.pk, actor=actor(request),
+        task_id = services.dead_letter_requeue(dead_letter_id=row.pk, actor=actor(request), role=user_role(request.user),
                                                reason=data.get("reason", ""), queue=data.get("queue"),
                                                version=data.get("version"))
         return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
@@ -166,15 +174,23 @@ class DeadLetterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
                                   f"header ({accept[:200]}) does not allow", status.HTTP_406_NOT_ACCEPTABLE)
         filters = filters_from_query(request.query_params)
         selectors.clean_filters(filters)  # a bad filter is a 400 before streaming starts
-        response = StreamingHttpResponse(exports.export_dead_letters(filters=filters, fmt=fmt),
+        response = StreamingHttpResponse(exports.export_dead_letters(actor=actor(request), filters=filters, fmt=fmt),
                                          content_type="text/csv" if fmt == "csv" else "application/json")
         response["Content-Disposition"] = f'attachment; filename="dead-letters.{fmt}"'
         return response
 
 
+class JobPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = DEFAULT_PAGE_SIZE
+    page_size_query_param = "page_size"
+    max_page_size = MAX_PAGE_SIZE
+
+
 class RedriveJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
     permission_classes = [RolePermission]
     serializer_class = s.RedriveJobSerializer
+    pagination_class = JobPagination
     action_roles = {"cancel": Role.ADMIN}
 
     def get_queryset(self) -> Any:
@@ -192,6 +208,7 @@ class RedriveJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
 class GroupListView(APIView):
     permission_classes = [RolePermission]
+    throttle_scope = "expensive"
 
     @extend_schema(responses=s.GroupSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -201,10 +218,31 @@ class GroupListView(APIView):
 
 class StatsView(APIView):
     permission_classes = [RolePermission]
+    throttle_scope = "expensive"
 
     @extend_schema(responses={200: dict})
     def get(self, request: Request) -> Response:
         return Response(selectors.dead_letter_stats())
+
+
+class AuditEventListView(APIView):
+    """Every operator change, newest first: ``AuditEvent`` rows and the dead letters' events."""
+
+    permission_classes = [RolePermission]
+
+    @extend_schema(parameters=[OpenApiParameter(name, str) for name in (*selectors.AUDIT_FILTERS, "cursor")]
+                   + [OpenApiParameter("page_size", int, description="1 to 500, default 50")],
+                   responses=s.AuditEventSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        filters = {key: request.query_params.get(key) for key in selectors.AUDIT_FILTERS}
+        events, next_cursor = selectors.audit_events(filters=filters, cursor=request.query_params.get("cursor"),
+                                                     size=page_size(request))
+        link = None
+        if next_cursor:
+            params = request.query_params.copy()
+            params["cursor"] = next_cursor
+            link = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+        return Response({"next": link, "results": s.AuditEventSerializer(events, many=True).data})
 
 
 class TaskListView(APIView):
@@ -232,25 +270,27 @@ class TaskEnqueueView(APIView):
     permission_classes = [RolePermission]
     write_role = Role.OPERATOR
 
-    @extend_schema(request=s.EnqueueSerializer, responses={202: dict})
+    @extend_schema(request=s.EnqueueSerializer, responses={202: dict},
+                   parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)])
     def post(self, request: Request) -> Response:
         data = validated(s.EnqueueSerializer, request.data)
-        if has_role(request.user, Role.ADMIN) and data["task"] not in enqueueable_tasks():
-            task = get_task(data["task"])  # admins may enqueue any registered task
-            if task.name.startswith("celery."):
-                task = get_enqueueable_task(data["task"])
-        else:
-            task = get_enqueueable_task(data["task"])
-        bind_arguments(task, data["args"], data["kwargs"])
-        if data.get("queue"):
-            validate_queue(data["queue"])
+        key = data.get("idempotency_key")
+        header = request.headers.get("Idempotency-Key")
+        if header is not None:
+            if key is not None and key != header:
+                raise ValidationFailed("the Idempotency-Key header and the idempotency_key field differ",
+                                       fields={"idempotency_key": ["differs from the header"]})
+            key = header
         try:
-            task_id, published = enqueue_once(task, args=data["args"], kwargs=data["kwargs"], queue=data.get("queue"),
-                                              countdown=data.get("countdown"), idempotency_key=data.get("idempotency_key"))
+            enqueued = services.task_enqueue(
+                actor=actor(request), role=user_role(request.user), task_name=data["task"], args=data["args"],
+                kwargs=data["kwargs"], queue=data.get("queue"), countdown=data.get("countdown"), idempotency_key=key,
+                idempotency_scope=f"user:{request.user.pk}")  # one client's keys never answer another's
         except QueueFull as exc:
             return error_response("queue_full", str(exc), status.HTTP_429_TOO_MANY_REQUESTS,
                                   headers={"Retry-After": str(exc.retry_after)})
-        return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED if published else status.HTTP_200_OK)
+        return Response({"task_id": enqueued.task_id},
+                        status=status.HTTP_202_ACCEPTED if enqueued.written else status.HTTP_200_OK)
 
 
 class ReprocessPolicyViewSet(viewsets.ModelViewSet):  # type: ignore[type-arg]

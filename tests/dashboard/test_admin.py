@@ -1,6 +1,8 @@
 """The Django admin: list with search and filters, and the requeue action through the services."""
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
+
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ def test_admin_lists_filters_and_requeues(live_worker: Any, client: Any, operato
                                 format="json").json()["task_id"] for n in (1, 2)]
     wait_for(lambda: DeadLetter.objects.filter(task_id__in=ids).count() == 2, message="two dead letters")
     make_user("olga", "operator")
-    assert client.login(username="olga", password="pw-olga")
+    client.force_login(get_user_model().objects.get(username="olga"))  # django-axes: a login needs a request
 
     page = client.get("/admin/dlq/deadletter/", {"status__exact": "dead", "reason__exact": "non_retryable", "q": "division"})
     assert page.status_code == 200
@@ -46,7 +48,7 @@ def test_viewer_cannot_requeue_from_the_admin(transactional_db: Any, client: Any
     dead_letter_capture(failure=CapturedFailure(task_id="t-1", task_name="tasks.demo.add", reason="non_retryable",
                                                 exception_type="ValueError", exception_message="boom", args=[1, 2], kwargs={}))
     make_user("vera", "viewer")
-    assert client.login(username="vera", password="pw-vera")
+    client.force_login(get_user_model().objects.get(username="vera"))  # django-axes: a login needs a request
     page = client.get("/admin/dlq/deadletter/")
     assert page.status_code == 200 and b"requeue_selected" not in page.content
     row = DeadLetter.objects.get()
@@ -62,7 +64,7 @@ def test_admin_masks_secrets(transactional_db: Any, client: Any) -> None:
         task_id="t-2", task_name="tasks.demo.add", reason="non_retryable", exception_type="ValueError",
         exception_message="boom", args=[{"password": "hunter2"}], kwargs={"api_key": "sk-live-123", "y": 1}))
     make_user("walt", "operator")
-    client.login(username="walt", password="pw-walt")
+    client.force_login(get_user_model().objects.get(username="walt"))  # django-axes: a login needs a request
     row = DeadLetter.objects.get()
     page = client.get(f"/admin/dlq/deadletter/{row.pk}/change/")
     assert b"hunter2" not in page.content and b"sk-live-123" not in page.content

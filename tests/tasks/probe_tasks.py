@@ -56,3 +56,18 @@ def echo(self: PlatformTask, key: str, value: Any) -> Any:
     """Records the value it received and returns it."""
     _record(key, {"value": value, "task_id": self.request.id})
     return value
+
+
+class DependencyDown(Exception):
+    """The (simulated) remote service did not answer."""
+
+
+@shared_task(base=PlatformTask, name="probe.dependency", max_retries=1, retry_backoff=1, retry_backoff_max=2)
+def dependency(service: str) -> str:
+    """Calls a remote service, simulated by a Redis flag the test sets (``probe:up:<service>``):
+    fails while it is down, so reprocess policies can heal it once it is back."""
+    from tasks.redis import redis_client
+
+    if not redis_client().exists(f"probe:up:{service}"):
+        raise DependencyDown(f"{service} is unreachable")
+    return "ok"

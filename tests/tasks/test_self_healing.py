@@ -1,5 +1,6 @@
 """Self-healing and safe producers: reprocess policies, idempotency keys, idempotent
-effects, backpressure. Real worker processes; the "dependency" is a local HTTP server."""
+effects, backpressure. Real worker processes; the "dependency" is a flag in Redis that the
+probe task checks (no task fetches a caller-given URL)."""
 from __future__ import annotations
 
 import threading
@@ -7,7 +8,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -15,40 +15,26 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from dlq.models import DeadLetter, DeadLetterEvent, ReprocessPolicy, Role
-from taskplatform.embedded import free_port
 from tests.workers import wait_for
 
 pytestmark = pytest.mark.worker
 
 
 class Dependency:
-    """A remote service the test stops and starts."""
+    """A remote service the test stops and starts (``probe.dependency`` checks its flag)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/status"
+        self.name = f"svc-{uuid.uuid4().hex[:8]}"
 
     def start(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                self.send_response(200)
-                self.end_headers()
+        from tasks.redis import redis_client
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        redis_client().set(f"probe:up:{self.name}", 1, ex=3600)
 
     def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        from tasks.redis import redis_client
+
+        redis_client().delete(f"probe:up:{self.name}")
 
 
 @pytest.fixture
@@ -64,12 +50,12 @@ def dead_count(task_ids: list[str], **filters: Any) -> int:
 
 def test_policy_heals_after_the_dependency_comes_back(live_worker: Any, dependency: Dependency) -> None:
     from dlq.services import reprocess_policies_apply
-    from tasks.examples import call_dependency
+    from tests.tasks.probe_tasks import dependency as call_dependency
 
-    ReprocessPolicy.objects.create(task_name="tasks.examples.call_dependency", reasons=["max_retries_exceeded"],
+    ReprocessPolicy.objects.create(task_name="probe.dependency", reasons=["max_retries_exceeded"],
                                    cooldown_seconds=5, backoff_factor=2, max_auto_requeues=3,
                                    circuit_max_failures_per_minute=2)
-    ids = [call_dependency.apply_async([dependency.url]).id for _ in range(4)]  # the dependency is down
+    ids = [call_dependency.apply_async([dependency.name]).id for _ in range(4)]  # the dependency is down
     wait_for(lambda: dead_count(ids) == 4, timeout=60, message="four dead letters")
 
     # Within the cool-down nothing happens; after it, the circuit holds them: 4 failures in
@@ -116,11 +102,11 @@ def test_cool_down_grows_with_each_automatic_requeue(transactional_db: Any) -> N
 
 def test_policy_cap_leaves_the_rest_for_a_person(live_worker: Any, dependency: Dependency) -> None:
     from dlq.services import reprocess_policies_apply
-    from tasks.examples import call_dependency
+    from tests.tasks.probe_tasks import dependency as call_dependency
 
-    ReprocessPolicy.objects.create(task_name="tasks.examples.call_dependency", cooldown_seconds=0, backoff_factor=1,
+    ReprocessPolicy.objects.create(task_name="probe.dependency", cooldown_seconds=0, backoff_factor=1,
                                    max_auto_requeues=1, circuit_max_failures_per_minute=100)
-    task_id = call_dependency.apply_async([dependency.url]).id
+    task_id = call_dependency.apply_async([dependency.name]).id
     wait_for(lambda: dead_count([task_id]) == 1, timeout=60, message="dead letter")
     assert reprocess_policies_apply()["requeued"] == 1
     wait_for(lambda: dead_count([task_id], status="dead", auto_requeue_count=1) == 1, timeout=60, message="dead again")
@@ -278,7 +264,8 @@ def test_a_retry_that_cannot_be_published_is_handed_back_or_dead_lettered_never_
     from celery.canvas import Signature
     from celery.exceptions import Reject
 
-    from tasks.examples import DependencyDown, call_dependency
+    from tests.tasks.probe_tasks import DependencyDown
+    from tests.tasks.probe_tasks import dependency as call_dependency
 
     def publish_fails(self: Any, *args: Any, **kwargs: Any) -> None:
         raise error
@@ -296,7 +283,7 @@ def test_a_retry_that_cannot_be_published_is_handed_back_or_dead_lettered_never_
         assert not DeadLetter.objects.filter(task_id=task_id).exists()
     else:
         row = DeadLetter.objects.get(task_id=task_id)
-        assert row.reason == "rejected" and row.exception_type == "tasks.examples.DependencyDown"
+        assert row.reason == "rejected" and row.exception_type == "tests.tasks.probe_tasks.DependencyDown"
         assert row.args == ["http://x"] and "retry could not be published" in row.attempts[-1]["message"]
 
 
@@ -309,7 +296,8 @@ def test_a_terminated_pool_process_neither_retries_nor_dead_letters(transactiona
     from celery.canvas import Signature
     from celery.exceptions import Retry
 
-    from tasks.examples import DependencyDown, call_dependency
+    from tests.tasks.probe_tasks import DependencyDown
+    from tests.tasks.probe_tasks import dependency as call_dependency
 
     published: list[Any] = []
     monkeypatch.setattr(Signature, "apply_async", lambda self, *a, **k: published.append(self))

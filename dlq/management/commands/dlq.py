@@ -11,7 +11,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dlq import exports, selectors, services
 from dlq.errors import ServiceError
-from dlq.masking import mask
+from dlq.masking import mask_text, masked_dead_letter
+from dlq.models import Role
 
 FILTER_OPTIONS = ("status", "task_name", "exception_type", "reason", "queue", "fingerprint", "failed_after",
                   "failed_before", "q", "task_id")
@@ -52,17 +53,19 @@ class Command(BaseCommand):
     def do_list(self, *, limit: int, **options: Any) -> None:
         for row in selectors.dead_letter_list(filters=self._filters(options))[: max(1, min(limit, 10_000))]:
             self.stdout.write(f"{row.pk}\t{row.status}\t{row.reason}\t{row.task_name}\t{row.last_failed_at:%Y-%m-%d %H:%M:%S}"
-                              f"\t{row.exception_type}: {row.exception_message[:80]}")
+                              f"\t{row.exception_type}: {mask_text(row.exception_message)[:80]}")
 
     def do_show(self, *, id: int, **options: Any) -> None:
         row = selectors.dead_letter_get(id=id)
         data = {f: getattr(row, f) for f in ("id", "task_id", "task_name", "queue", "status", "reason", "exception_type",
-                                             "exception_message", "retries", "requeue_count", "version", "fingerprint")}
-        data.update(args=mask(row.args), kwargs=mask(row.kwargs), attempts=row.attempts)
+                                             "retries", "requeue_count", "version", "fingerprint")}
+        masked = masked_dead_letter(row)
+        data.update(exception_message=masked.exception_message, args=masked.args, kwargs=masked.kwargs,
+                    attempts=masked.attempts)
         data["events"] = [{"at": e.created_at.isoformat(), "actor": e.actor, "action": e.action, "reason": e.reason}
                           for e in selectors.dead_letter_events(dead_letter_id=row.pk)]
         self.stdout.write(json.dumps(data, indent=2, default=str))
-        self.stdout.write(row.traceback)
+        self.stdout.write(masked.traceback)
 
     def _each(self, ids: list[int], call: Any) -> None:
         failed = 0
@@ -76,7 +79,8 @@ class Command(BaseCommand):
             raise CommandError(f"{failed} of {len(ids)} failed")
 
     def do_requeue(self, *, ids: list[int], reason: str, actor: str, queue: str | None, **options: Any) -> None:
-        self._each(ids, lambda pk: services.dead_letter_requeue(dead_letter_id=pk, actor=actor, reason=reason, queue=queue))
+        self._each(ids, lambda pk: services.dead_letter_requeue(dead_letter_id=pk, actor=actor, reason=reason, queue=queue,
+                                                                   role=Role.ADMIN))  # shell access: admin
 
     def do_discard(self, *, ids: list[int], reason: str, actor: str, **options: Any) -> None:
         self._each(ids, lambda pk: services.dead_letter_discard(dead_letter_id=pk, actor=actor, reason=reason).status)
@@ -85,5 +89,5 @@ class Command(BaseCommand):
         self._each(ids, lambda pk: services.dead_letter_resolve(dead_letter_id=pk, actor=actor, reason=reason).status)
 
     def do_export(self, *, format: str, **options: Any) -> None:
-        for chunk in exports.export_dead_letters(filters=self._filters(options), fmt=format):
+        for chunk in exports.export_dead_letters(actor=options.get("actor") or "cli", filters=self._filters(options), fmt=format):
             sys.stdout.write(chunk)
