@@ -1,21 +1,26 @@
-"""The scenarios S1-S7 of issue 8. Each takes the run's ``Sizes`` and ``repeat`` and returns
-report rows; ours and the baseline run in the same process, on the same services, alternately."""
+"""The scenarios S1-S7 of issue 8, and S8 of issue 17 (which reworked S1 for the outbox). Each takes
+the run's ``Sizes`` and ``repeat`` and returns report rows; ours and the baseline run in the same
+process, on the same services, alternately."""
 from __future__ import annotations
 
 import json
 import os
+import statistics
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.harness import Row, p95, queue_depth, redis, sql, wait_until, worker, worker_rss
+from bench.harness import (Row, fmt, p95, percentile, queue_depth, redis, relay, spread, sql, wait_until, worker,
+                           worker_rss)
 
 
 @dataclass(frozen=True)
 class Sizes:
-    enqueue: int        # S1 calls per figure
+    enqueue: int        # S1 views per figure
     worker: int         # S2 tasks per figure
     failures: int       # S3 failing tasks per figure
     redrive: tuple[int, int]  # S4 small and large job
@@ -24,14 +29,18 @@ class Sizes:
     samples: int        # S5 query samples per figure
     memory_tasks: int   # S7 tasks before the RSS reading
     big_captures: int   # S7 1 MB captures
+    relay: int          # S8 outbox rows for the relay's throughput
+    latency_seconds: float  # S8 paced producer's run
 
 
 TINY = Sizes(enqueue=50, worker=40, failures=20, redrive=(100, 1000), redrive_baseline=100, search_rows=3000,
-             samples=5, memory_tasks=50, big_captures=2)
+             samples=5, memory_tasks=50, big_captures=2, relay=1000, latency_seconds=1.5)
 QUICK = Sizes(enqueue=2000, worker=1000, failures=500, redrive=(1000, 10_000), redrive_baseline=2000,
-              search_rows=50_000, samples=30, memory_tasks=2000, big_captures=10)
+              search_rows=50_000, samples=30, memory_tasks=2000, big_captures=10, relay=20_000,
+              latency_seconds=5)
 FULL = Sizes(enqueue=10_000, worker=4000, failures=2000, redrive=(10_000, 100_000), redrive_baseline=10_000,
-             search_rows=1_000_000, samples=40, memory_tasks=100_000, big_captures=20)
+             search_rows=1_000_000, samples=40, memory_tasks=100_000, big_captures=20, relay=100_000,
+             latency_seconds=20)
 
 
 def _alternate(repeat: int, ours: Callable[[], float], baseline: Callable[[], float]) -> tuple[list[float], list[float]]:
@@ -53,48 +62,146 @@ def _reset_tables() -> None:
         "RESTART IDENTITY CASCADE")
 
 
-# --- S1: enqueue() against apply_async -------------------------------------------------------
+# --- S1: enqueue from a view: the outbox against on_commit(apply_async) -----------------------
 
-def s1(sizes: Sizes, repeat: int) -> list[Row]:
+S1_QUEUE = "bench-s1"
+# Backpressure on, as in production, with a mark no S1 run reaches: enqueue() pays its cached
+# read (broker LLENs and an outbox count, at most once a second) and is never refused.
+S1_SETTINGS = {"DEBUG": False, "QUEUE_HIGH_WATER_MARK": 1_000_000_000}
+
+
+def _outbox_reset() -> None:
+    sql("TRUNCATE tasks_outboxmessage RESTART IDENTITY")
+
+
+def _outbox_rows() -> int:
+    return int(sql("SELECT count(*) FROM tasks_outboxmessage")[0][0])
+
+
+def _broker_task_ids(queue: str) -> list[str]:
+    """The task id of every message waiting in ``queue`` (Redis list, kombu's JSON envelope)."""
+    return [json.loads(m)["headers"]["id"] for m in redis().lrange(queue, 0, -1)]
+
+
+def _call_view(view: Callable[[Any], Any], n: int, queue: str, task_ids: list[str]) -> float:
+    """``n`` POSTs built with ``RequestFactory`` and passed to ``view`` (the view function
+    alone: no middleware, no URL resolution); returns the seconds they took."""
+    from django.test import RequestFactory
+
+    factory = RequestFactory()
+    t0 = time.perf_counter()
+    for i in range(n):
+        request = factory.post("/orders/", data=json.dumps({"n": i, "queue": queue, "note": f"order {i}"}),
+                               content_type="application/json")
+        response = view(request)
+        if response.status_code != 202:
+            raise AssertionError(f"view answered {response.status_code}: {response.content[:300]!r}")
+        task_ids.append(json.loads(response.content)["task_id"])
+    return time.perf_counter() - t0
+
+
+def _s1_statements(queue: str, calls: int) -> Row:
+    """The statements of ``calls`` views (with ``CaptureQueriesContext``) sorted into the view's
+    own and ``enqueue()``'s, transaction by transaction."""
     from django.db import connection
+    from django.test import override_settings
     from django.test.utils import CaptureQueriesContext
 
-    from bench import tasks as bt
-    from tasks.enqueue import enqueue
+    from bench.views import TABLE, order_create, orders_table_reset
 
-    n, queue = sizes.enqueue, "bench-s1"
-    queries: list[int] = []
+    orders_table_reset()
+    time.sleep(1.05)  # let backpressure's one-second cache expire: the first call reads it
+    ids: list[str] = []
+    with override_settings(**S1_SETTINGS), CaptureQueriesContext(connection) as ctx:
+        _call_view(order_create, calls, queue, ids)
+    transactions: list[list[str]] = []
+    outside: list[str] = []
+    current: list[str] | None = None
+    for q in ctx.captured_queries:
+        statement = q["sql"]
+        if statement == "BEGIN":
+            current = []
+        elif statement == "COMMIT":
+            transactions.append(current or [])
+            current = None
+        elif current is not None:
+            current.append(statement)
+        else:
+            outside.append(statement)
+    outbox = ("INSERT INTO tasks_outboxmessage", 'INSERT INTO "tasks_outboxmessage"')
+    outbox_inserts = [sum(1 for st in tx if st.startswith(outbox)) for tx in transactions]
+    others: dict[str, int] = {}
+    for tx in transactions:
+        for st in tx:
+            if st.startswith((f"INSERT INTO {TABLE} ", *outbox)):
+                continue
+            label = st.split(" WHERE ")[0][:70]
+            others[label] = others.get(label, 0) + 1
+    ok = len(transactions) == calls and not outside and all(c == 1 for c in outbox_inserts) \
+        and not any(label.split()[0] in ("INSERT", "UPDATE", "DELETE") for label in others)
+    other_text = "; ".join(f"{count} × {label}" for label, count in others.items()) or "none"
+    row = Row("S1", "statements per enqueue() inside the caller's transaction: INSERTs", "INSERTs",
+              [sum(outbox_inserts) / max(1, calls)], goal="exactly one INSERT, inside the caller's transaction",
+              higher_is_better=False,
+              notes=f"{calls} views, one transaction each (BEGIN, INSERT {TABLE}, enqueue(), COMMIT); "
+                    f"{sum(outbox_inserts)} INSERT INTO tasks_outboxmessage, each inside its view's transaction; "
+                    f"enqueue()'s other statements over those calls: {other_text} (backpressure's outbox count, "
+                    f"at most once a second with its broker LLENs); statements outside a transaction: {len(outside)}")
+    row.met = ok
+    return row
 
-    def ours() -> float:
-        redis().delete(queue)
-        with CaptureQueriesContext(connection) as ctx:
-            t0 = time.perf_counter()
-            for i in range(n):
-                enqueue(bt.platform_noop, args=[i], queue=queue)
-            dt = time.perf_counter() - t0
-        queries.append(len(ctx))
-        assert redis().llen(queue) == n
-        return n / dt
 
-    def baseline() -> float:
-        redis().delete(queue)
-        t0 = time.perf_counter()
-        for i in range(n):
-            bt.plain_noop.apply_async([i], queue=queue)
-        dt = time.perf_counter() - t0
-        assert redis().llen(queue) == n
-        return n / dt
+def s1(sizes: Sizes, repeat: int) -> list[Row]:
+    """A view writes an order and starts its task in one ``transaction.atomic()``: ours with
+    ``enqueue()`` (one outbox INSERT, published by a relay process running alongside), the
+    baseline with ``transaction.on_commit(apply_async)``. Views/s of the views themselves; ours
+    counts only once the relay has put every message in Redis (checked, its lag noted)."""
+    from django.test import override_settings
 
-    ours(), baseline()  # warm up: producer pool, connections, imports
-    queries.clear()
-    a, b = _alternate(repeat, ours, baseline)
-    redis().delete(queue)
-    rate = Row("S1", "enqueue() from a view (no idempotency key)", "tasks/s", a, b, goal="≥ 0.90×")
-    rate.met = (rate.ratio or 0) >= 0.90
-    q = Row("S1", "database queries per enqueue()", "queries", [x / n for x in queries], goal="0",
-            higher_is_better=False)
-    q.met = max(queries) == 0
-    return [rate, q]
+    from bench.views import TABLE, order_create, order_create_on_commit, orders_table_reset
+
+    n, queue = sizes.enqueue, S1_QUEUE
+    client = redis()
+    lags: list[float] = []
+
+    def run(view: Callable[[Any], Any], count: int, relayed: bool) -> float:
+        client.delete(queue)
+        orders_table_reset()
+        ids: list[str] = []
+        with override_settings(**S1_SETTINGS):
+            dt = _call_view(view, count, queue, ids)
+        last_view = time.monotonic()
+        if relayed:
+            lags.append(wait_until(lambda: client.llen(queue) >= count, 120, 0.005, "S1 messages relayed")
+                        - last_view)
+            wait_until(lambda: _outbox_rows() == 0, 60, what="S1 outbox empty")
+        in_broker = _broker_task_ids(queue)
+        orders = int(sql(f"SELECT count(*) FROM {TABLE}")[0][0])
+        if not (len(in_broker) == count == orders == len(set(ids)) and set(in_broker) == set(ids)):
+            raise AssertionError(f"S1: {count} views, {orders} orders, {len(in_broker)} messages in Redis, "
+                                 f"{len(set(in_broker))} distinct, equal to the views' task ids: "
+                                 f"{set(in_broker) == set(ids)}")
+        client.delete(queue)
+        return count / dt
+
+    _outbox_reset()
+    with relay():
+        run(order_create, min(n, 200), True)  # warm up: connections, producer, templates, the relay
+        run(order_create_on_commit, min(n, 200), False)
+        lags.clear()
+        a, b = _alternate(repeat, lambda: run(order_create, n, True), lambda: run(order_create_on_commit, n, False))
+        statements = _s1_statements(queue, min(n, 500))
+        wait_until(lambda: _outbox_rows() == 0, 60, what="S1 outbox empty")
+    client.delete(queue)
+    rate = Row("S1", "enqueue from a view (order row + task in one transaction)", "views/s", a, b, goal="≥ 1.0×",
+               notes=f"view function called with RequestFactory (no middleware), DEBUG off; ours enqueue() with "
+                     f"backpressure on, an outbox_relay process running alongside; baseline "
+                     f"on_commit(plain_noop.apply_async); every run checked: one order row per view, and (ours) "
+                     f"Redis holding the {n:,} messages, each task id once, those the views answered, outbox "
+                     f"empty: the relay got there {fmt(statistics.median(lags) * 1000)} ms (max "
+                     f"{fmt(max(lags) * 1000)}) after the last view")
+    rate.met = (rate.ratio or 0) >= 1.0
+    return [rate, statements]
 
 
 # --- S2/S3: a real prefork worker draining a queue --------------------------------------------
@@ -460,17 +567,16 @@ def s6(sizes: Sizes, repeat: int) -> list[Row]:
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    from dlq.models import DeadLetter
+    from dlq.models import ApiToken, DeadLetter
 
     if DeadLetter.objects.count() < 600:
         seed_dead_letters(1000)
     user = _admin_user()
-    token, _ = Token.objects.get_or_create(user=user)
+    _, key = ApiToken.objects.create(user=user)  # django-rest-knox: the key is shown once
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     counts = {}
     for size in (1, 50, 500):
         api.get(f"/api/v1/dead-letters/?page_size={size}")  # warm caches (content types, ...)
@@ -534,6 +640,208 @@ def s7(sizes: Sizes, repeat: int) -> list[Row]:
     return [row, grow]
 
 
+# --- S8: the outbox relay -------------------------------------------------------------------
+
+S8_TASK, S8_QUEUE = "bench.platform_noop", "bench-s8"
+S8_RATE = 500  # enqueues/s of the latency figure
+S8_WARMUP = 20  # unmeasured messages before each latency run
+
+
+def _outbox_seed(n: int) -> set[str]:
+    """``n`` committed outbox rows in one statement, each what ``enqueue(platform_noop,
+    args=[i], queue=S8_QUEUE)`` writes (checked against a real, rolled-back ``enqueue()``);
+    returns their task ids."""
+    from django.db import transaction
+
+    from bench import tasks as bt
+    from tasks.enqueue import enqueue
+
+    columns = "task_name, queue, payload, headers, options, idempotency_key"
+    with transaction.atomic():
+        task_id = enqueue(bt.platform_noop, args=[7], queue=S8_QUEUE)
+        real = sql(f"SELECT {columns} FROM tasks_outboxmessage WHERE task_id = %s", [task_id])
+        transaction.set_rollback(True)
+    generated = ("%s, %s, '[[' || i || '], {}]', '{}'::jsonb, '{}'::jsonb, ''")
+    seeded = sql(f"SELECT {generated} FROM (SELECT 7 AS i) AS one", [S8_TASK, S8_QUEUE])
+    if real != seeded:
+        raise AssertionError(f"S8 seed differs from enqueue()'s row: {seeded} != {real}")
+    sql(f"INSERT INTO tasks_outboxmessage (task_id, {columns}) SELECT gen_random_uuid()::text, {generated} "
+        "FROM generate_series(0, %s - 1) AS i", [S8_TASK, S8_QUEUE, n])
+    return {task_id for (task_id,) in sql("SELECT task_id FROM tasks_outboxmessage")}
+
+
+def _relay_throughput(n: int, checks: list[dict[str, Any]]) -> float:
+    """Commit ``n`` rows, then start one relay process; time from its start signal (first
+    heartbeat) to the moment Redis holds all ``n`` messages."""
+    client = redis()
+    _outbox_reset()
+    client.delete(S8_QUEUE)
+    expected = _outbox_seed(n)
+    with relay(wait_started=False) as process:
+        t0 = process.started_at()
+        wait_until(lambda: client.llen(S8_QUEUE) >= n, 600, 0.005, "S8 messages in Redis")
+        t1 = time.time()
+        wait_until(lambda: _outbox_rows() == 0, 60, 0.005, "S8 outbox empty")
+        emptied = time.time()
+    ids = _broker_task_ids(S8_QUEUE)
+    client.delete(S8_QUEUE)
+    check = {"n": n, "in_broker": len(ids), "distinct": len(set(ids)), "same_ids": set(ids) == expected,
+             "empty_after_ms": (emptied - t1) * 1000, "seconds": t1 - t0}
+    checks.append(check)
+    if not (check["in_broker"] == check["distinct"] == n and check["same_ids"]):
+        raise AssertionError(f"S8: messages not published exactly once: {check}")
+    return n / (t1 - t0)
+
+
+def _apply_async_loop(n: int) -> float:
+    """The baseline: the same ``n`` messages with a plain ``apply_async`` loop on one producer."""
+    from bench import tasks as bt
+    from taskplatform.celery import app
+
+    client = redis()
+    client.delete(S8_QUEUE)
+    with app.producer_or_acquire() as producer:
+        t0 = time.perf_counter()
+        for i in range(n):
+            bt.platform_noop.apply_async([i], queue=S8_QUEUE, producer=producer)
+        dt = time.perf_counter() - t0
+    if client.llen(S8_QUEUE) != n:
+        raise AssertionError(f"S8 baseline: {client.llen(S8_QUEUE)} messages in Redis, {n} sent")
+    client.delete(S8_QUEUE)
+    return n / dt
+
+
+def _consume(queue: str, stop: threading.Event, arrivals: list[tuple[float, bytes]]) -> None:
+    """Stamp each message as it appears in ``queue`` (``BRPOP``, a connection of its own)."""
+    client = redis()
+    while not stop.is_set():
+        got = client.brpop([queue], timeout=1)
+        if got is not None:
+            arrivals.append((time.time(), got[1]))
+
+
+def _commit_latency(seconds: float, outbox: bool, stats: list[dict[str, Any]]) -> float:
+    """A producer paced at ``S8_RATE`` commits one task per transaction for ``seconds``: ours
+    with ``enqueue()`` (a relay must be running), the baseline with ``on_commit(apply_async)``.
+    The commit time is taken by an ``on_commit`` callback (right after COMMIT; on the baseline
+    registered before the publish), the arrival by a ``BRPOP`` thread; returns the p99 in ms.
+    ``S8_WARMUP`` messages go first, unmeasured (the relay's first batch opens its publisher)."""
+    from django.db import transaction
+    from django.test import override_settings
+
+    from bench import tasks as bt
+    from tasks.enqueue import enqueue
+
+    client = redis()
+    client.delete(S8_QUEUE)
+    n = max(1, int(seconds * S8_RATE))
+    commits: dict[str, float] = {}
+    arrivals: list[tuple[float, bytes]] = []
+    stop = threading.Event()
+
+    def produce(count: int) -> float:
+        t0 = time.perf_counter()
+        for k in range(count):
+            delay = t0 + k / S8_RATE - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            with transaction.atomic():
+                if outbox:
+                    task_id = enqueue(bt.platform_noop, args=[k], queue=S8_QUEUE)
+                    transaction.on_commit(lambda t=task_id: commits.__setitem__(t, time.time()))
+                else:
+                    task_id = str(uuid.uuid4())
+                    transaction.on_commit(lambda t=task_id: commits.__setitem__(t, time.time()))
+                    transaction.on_commit(lambda t=task_id, i=k: bt.platform_noop.apply_async(
+                        [i], queue=S8_QUEUE, task_id=t))
+        return time.perf_counter() - t0
+
+    consumer = threading.Thread(target=_consume, args=(S8_QUEUE, stop, arrivals), name="s8-consumer", daemon=True)
+    consumer.start()
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # the consumer thread gets the GIL within 0.5 ms, not 5 ms
+    try:
+        with override_settings(DEBUG=False):
+            produce(S8_WARMUP)
+            wait_until(lambda: len(arrivals) >= S8_WARMUP, 60, what="S8 warm-up messages consumed")
+            commits.clear()
+            arrivals.clear()
+            produced = produce(n)
+        wait_until(lambda: len(arrivals) >= n, 120, what="S8 latency messages consumed")
+        time.sleep(0.05)  # a duplicate, if any, arrives with its batch
+    finally:
+        stop.set()
+        consumer.join(timeout=5)
+        sys.setswitchinterval(switch)
+    got = [(at, json.loads(raw)["headers"]["id"]) for at, raw in arrivals]
+    ids = [task_id for _, task_id in got]
+    if not (len(ids) == len(set(ids)) == n and set(ids) == set(commits)):
+        raise AssertionError(f"S8 latency: {n} committed, {len(ids)} consumed, {len(set(ids))} distinct")
+    latencies = [(at - commits[task_id]) * 1000 for at, task_id in got]
+    stats.append({"n": n, "rate": n / produced, "p50": percentile(latencies, 0.50),
+                  "p99": percentile(latencies, 0.99), "max": max(latencies), "min": min(latencies)})
+    return percentile(latencies, 0.99)
+
+
+def s8(sizes: Sizes, repeat: int) -> list[Row]:
+    """The relay: throughput from a full outbox to the broker, and latency from commit to broker."""
+    n = sizes.relay
+    checks: list[dict[str, Any]] = []
+    _apply_async_loop(min(n, 200))  # warm up the producer
+    a, b = _alternate(repeat, lambda: _relay_throughput(n, checks), lambda: _apply_async_loop(n))
+    once = all(c["in_broker"] == c["distinct"] == c["n"] and c["same_ids"] for c in checks)
+    throughput = Row(
+        "S8", f"outbox relay: {n:,} committed messages to the broker, end to end", "messages/s", a, b,
+        goal="≥ 10,000/s",
+        notes=f"one outbox_relay process (batch {_relay_batch_size()}) started after the rows were committed, "
+              f"timed from its first heartbeat to Redis holding all {n:,} (polled every 5 ms), subtracting "
+              f"nothing; outbox empty {fmt(statistics.median(c['empty_after_ms'] for c in checks))} ms later; "
+              f"{sum(c['in_broker'] for c in checks):,} messages counted in Redis, each task id exactly once and "
+              f"equal to the outbox's: {once}; baseline: an apply_async loop of the same {n:,} messages "
+              f"(platform_noop, one producer)")
+    throughput.met = (throughput.ours_median or 0) >= 10_000 and once
+
+    ours_stats: list[dict[str, Any]] = []
+    base_stats: list[dict[str, Any]] = []
+
+    def ours() -> float:
+        _outbox_reset()
+        with relay():
+            return _commit_latency(sizes.latency_seconds, True, ours_stats)
+
+    a, b = _alternate(repeat, ours, lambda: _commit_latency(sizes.latency_seconds, False, base_stats))
+    per_run = ours_stats[0]["n"]
+    latency = Row(
+        "S8", f"commit → message in the broker at {S8_RATE} enqueues/s, p99", "ms", a, b, goal="p99 ≤ 50 ms",
+        higher_is_better=False,
+        notes=f"{per_run:,} enqueues per run after {S8_WARMUP} unmeasured, one per transaction, paced at "
+              f"{S8_RATE}/s (achieved: ours {_spread_of(ours_stats, 'rate')}/s, baseline "
+              f"{_spread_of(base_stats, 'rate')}/s), one relay process running; commit stamped by an on_commit "
+              f"callback, arrival by a BRPOP thread on its own connection; ours p50 "
+              f"{_spread_of(ours_stats, 'p50')} ms, max {_spread_of(ours_stats, 'max')} ms; baseline "
+              f"on_commit(apply_async) p50 {_spread_of(base_stats, 'p50')} ms, max {_spread_of(base_stats, 'max')} "
+              f"ms; every message consumed exactly once")
+    # Below the pace, ours is not the figure asked for (a busy machine starves the producer).
+    paced = all(st["rate"] >= 0.95 * S8_RATE for st in ours_stats)
+    latency.met = (latency.ours_median or 1e9) <= 50 if paced else None
+    if not paced:
+        latency.notes += f"; NOT AT PACE: our producer fell below {0.95 * S8_RATE:.0f}/s, so no verdict"
+    elif any(st["rate"] < 0.95 * S8_RATE for st in base_stats):
+        latency.notes += f"; the baseline's producer fell below {0.95 * S8_RATE:.0f}/s"
+    _outbox_reset()
+    return [throughput, latency]
+
+
+def _spread_of(stats: list[dict[str, Any]], key: str) -> str:
+    return spread([s[key] for s in stats])
+
+
+def _relay_batch_size() -> int:
+    from django.conf import settings
+
+    return int(settings.OUTBOX_RELAY_BATCH_SIZE)
+
+
 SCENARIOS: dict[str, Callable[[Sizes, int], list[Row]]] = {
-    "S1": s1, "S2": s2, "S3": s3, "S4": s4, "S5": s5, "S6": s6, "S7": s7,
+    "S1": s1, "S2": s2, "S3": s3, "S4": s4, "S5": s5, "S6": s6, "S7": s7, "S8": s8,
 }

@@ -47,6 +47,7 @@ from tasks.publish import OutgoingTask, Publisher, publish_context
 logger = logging.getLogger("tasks.relay")
 
 CHANNEL = "taskplatform_outbox"
+IDLE_IN_BATCH_TIMEOUT_MS = 60_000
 DB_ERRORS = (DatabaseError, InterfaceError)
 _COLUMNS = "o.id, o.task_id, o.task_name, o.queue, o.payload, o.headers, o.options, o.attempts"
 
@@ -102,7 +103,11 @@ class Relay:
             with connection.cursor() as cursor:
                 # Losing this commit in a Postgres crash only brings the rows back, to be
                 # published again (at least once either way): no need to wait for the WAL flush.
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+                # A publish stuck on a frozen broker must not hold the rows locked for good:
+                # Postgres ends the transaction after a minute and the rows are free again.
+                cursor.execute("SELECT set_config('synchronous_commit', 'off', true), "
+                               "set_config('idle_in_transaction_session_timeout', %s, true)",
+                               [str(IDLE_IN_BATCH_TIMEOUT_MS)])
                 cursor.execute(_claim_sql(self.table), [self.batch_size])
                 rows = sorted(cursor.fetchall())
             if not rows:

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where our Postgres/Redis/logs live (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) afterwards")
     args = parser.parse_args(argv)
+    os.environ.setdefault("DJANGO_ENV", "development")  # the harness' processes: demo-free development settings
 
     from tests.chaos.harness import harness
     from tests.chaos.scenarios import BY_ID, FAST, SCENARIOS, run_scenario

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from taskplatform.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from tests.chaos.frontdoor import ChaosRelay, ChaosWeb, LoadResult
 from tests.workers import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,9 +44,16 @@ CREATE TABLE IF NOT EXISTS chaos_tick (id bigserial PRIMARY KEY, name text NOT N
                                        at timestamptz NOT NULL DEFAULT now());
 -- The scheduled time a beat tick carried (dlq_scheduled_at); NULL when it carried none.
 ALTER TABLE chaos_tick ADD COLUMN IF NOT EXISTS scheduled_at bigint;
+-- F15-F17: the business row the chaos view commits with its task (tests/chaos/web.py), and one
+-- row per execution of chaos.work when CHAOS_COUNT_RUNS=1 (duplicate deliveries).
+CREATE TABLE IF NOT EXISTS chaos_order (key text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS chaos_run (id bigserial PRIMARY KEY, key text NOT NULL, pid integer,
+                                      at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX IF NOT EXISTS chaos_run_key ON chaos_run (key);
 """
-RESET = ("TRUNCATE chaos_effect, chaos_done, chaos_tick, dlq_effectkey, dlq_deadletterevent, dlq_deadletter, "
-         "django_celery_results_taskresult RESTART IDENTITY CASCADE")
+# tasks_outboxmessage: a variant that timed out must not leave messages for the next one's relays.
+RESET = ("TRUNCATE chaos_effect, chaos_done, chaos_tick, chaos_order, chaos_run, tasks_outboxmessage, dlq_effectkey, "
+         "dlq_deadletterevent, dlq_deadletter, django_celery_results_taskresult RESTART IDENTITY CASCADE")
 
 
 @dataclass
@@ -71,6 +79,12 @@ class Row:
     duplicate_dead_letters: int = 0
     duplicate_effects: int = 0  # among tasks declared idempotent
     duplicate_effects_not_idempotent: int = 0  # informational: at-least-once delivery made visible
+    #: F15-F17 (informational): keys whose task ran more than once (``chaos_run``), e.g. a
+    #: batch a killed relay published and another relay published again.
+    duplicate_runs: int = 0
+    #: F15-F17: HTTP requests sent (``attempted`` is then the keys accounted: rows committed
+    #: plus keys answered 2xx).
+    requests: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     #: The keys behind each non-zero failure column (the first few), to trace in the worker logs.
     examples: dict[str, list[str]] = field(default_factory=dict)
@@ -288,6 +302,14 @@ class Run:
         self.events: list[str] = []
         #: What a fault did, counted for the row's notes (e.g. leader kills).
         self.counts: Counter[str] = Counter()
+        # The front door (F15-F17): web servers, outbox relays, the HTTP load and its outcome.
+        self.webs: list[ChaosWeb] = []
+        self.relays: list[ChaosRelay] = []
+        self._relays_stopped = False
+        self.load_keys: list[str] = []
+        self.load_result: LoadResult | None = None
+        self.inflight: dict[int, str] = {}  # client port -> key, while the request waits (frontdoor.Load)
+        self.load_done = threading.Event()
 
     @property
     def pg(self) -> EmbeddedPostgres:
@@ -300,7 +322,7 @@ class Run:
     def log(self, event: str) -> None:
         self.events.append(f"{time.strftime('%H:%M:%S')} {event}")
         if self.harness.verbose:
-            print(f"    [{self.label}] {event}", file=sys.stderr, flush=True)
+            print(f"    {time.strftime('%H:%M:%S')} [{self.label}] {event}", file=sys.stderr, flush=True)
 
     def new_worker(self, env: dict[str, str] | None = None) -> ChaosWorker:
         worker = ChaosWorker(self.harness.workdir, {**self.env, **(env or {})}, self.concurrency,
@@ -336,6 +358,51 @@ class Run:
     def sleep(self, seconds: float) -> bool:
         """Sleep; False when the backlog drained meanwhile (the fault loop should stop)."""
         return not self.drained.wait(seconds)
+
+    # --- the front door (F15-F17) -----------------------------------------------------------
+    def new_web(self, workers: int = 4) -> ChaosWeb:
+        """Start a chaos web server (not waiting for it: ``wait_frontdoor``)."""
+        web = ChaosWeb(self.harness.workdir, self.env, f"{self.label}-web-{len(self.webs)}", workers)
+        self.webs.append(web.start())
+        return web
+
+    @property
+    def web(self) -> ChaosWeb:
+        return self.webs[-1]
+
+    def new_relay(self, *, delete_first: bool = False, env: dict[str, str] | None = None) -> ChaosRelay:
+        """Start an outbox relay (not waiting for it: ``wait_frontdoor``)."""
+        relay = ChaosRelay(self.harness.workdir, {**self.env, **(env or {})},
+                           f"{self.label}-relay-{len(self.relays)}", delete_first)
+        self.relays.append(relay.start())
+        return relay
+
+    def restart_relay(self, relay: ChaosRelay) -> None:
+        """SIGKILL ``relay`` and start it again (same command, same log)."""
+        relay.kill()
+        if not self._relays_stopped:
+            relay.start()
+
+    def ensure_relays(self) -> None:
+        for relay in self.relays:
+            if not relay.alive and not self._relays_stopped:
+                self.log(f"relay {relay.label} found dead; starting it again")
+                relay.start()
+
+    def wait_frontdoor(self) -> None:
+        for web in self.webs:
+            web.wait_ready()
+        for relay in self.relays:
+            relay.wait_ready()
+
+    def stop_webs(self) -> None:
+        for web in self.webs:
+            web.stop()
+
+    def stop_relays(self) -> None:
+        self._relays_stopped = True
+        for relay in self.relays:
+            relay.stop()
 
     def backlog(self) -> int | None:
         return self.harness.backlog()
@@ -409,6 +476,13 @@ class Harness:
         except Exception:
             return None
 
+    def outbox(self) -> int | None:
+        """Messages committed to the outbox and not yet published; None when Postgres is away."""
+        try:
+            return int(sql(self.pg, "SELECT count(*) FROM tasks_outboxmessage")[0][0])
+        except Exception:
+            return None
+
     def spooled(self) -> int | None:
         spool = Path(os.environ["DLQ_SPOOL_DIR"])
         files = len(list(spool.glob("*.json"))) if spool.exists() else 0
@@ -457,27 +531,34 @@ class Harness:
                 if not worker.alive:
                     run.log("worker found dead; starting another")
                     run.new_worker()
-            state = (self.backlog(), self.spooled(), self.progress())
+            run.ensure_relays()
+            # The outbox (F15-F17; always empty otherwise) must be empty too: rows waiting
+            # for a relay that backs off are not quiet.
+            state = (self.backlog(), self.spooled(), self.progress(), self.outbox())
             if state != last:
                 last, since = state, time.monotonic()
-            elif state[0] == 0 and state[2] is not None and time.monotonic() - since >= stable_for:
+            elif state[0] == 0 and state[2] is not None and state[3] == 0 and time.monotonic() - since >= stable_for:
                 return True
             time.sleep(0.5)
         return False
 
-    def reconcile(self, run: Run, timeout: float = 60.0) -> None:
-        """Drain the capture spool (the ``dlq.reconcile`` task, as beat would run it)."""
+    def reconcile(self, run: Run, timeout: float = 60.0) -> bool:
+        """Drain the capture spool (the ``dlq.reconcile`` task, as beat would run it); False
+        when the spool was empty to begin with (nothing was sent)."""
         from taskplatform.celery import app
 
         deadline = time.monotonic() + timeout
+        sent = False
         while time.monotonic() < deadline:
             left = self.spooled()
             if left == 0:
-                return
+                return sent
             run.log(f"reconciling: {left} spooled")
             app.send_task("dlq.reconcile", queue=QUEUE)
+            sent = True
             time.sleep(2)
         run.log("spool not drained in time")
+        return sent
 
     # --- accounting -----------------------------------------------------------------------
     def account(self, specs: list[TaskSpec], row: Row) -> Row:
@@ -524,9 +605,15 @@ class Harness:
             fault: Callable[[Run], None] | None, expect: str, env: dict[str, str] | None = None,
             workers: int = 1, timeout: float = 240.0, before: Callable[[Run], None] | None = None,
             after: Callable[[Run], None] | None = None,
-            account: Callable[[Run, Row], None] | None = None) -> Row:
+            account: Callable[[Run, Row], None] | None = None,
+            load: Callable[[Run], LoadResult] | None = None) -> Row:
         """One variant. Without ``specs`` (F14: the load comes from beat) the fault runs its own
-        course, up to ``timeout``; ``account`` then replaces the per-task accounting."""
+        course, up to ``timeout``; ``account`` then replaces the per-task accounting.
+
+        With ``load`` (F15-F17) nothing is published: ``before`` starts the web server and the
+        relays (before the workers, so that they all start together), the load runs in a thread
+        of its own alongside the fault, and the variant has drained when the load is done and
+        the outbox, the queues and ``unacked`` are empty."""
         label = f"{scenario}-{variant}"
         self.reset()
         run_env = {"CHAOS_CONTROL": control, **(env or {})}
@@ -534,13 +621,22 @@ class Harness:
         row = Row(scenario=scenario, variant=variant, fault=fault_name, control=control or "-", expect=expect)
         started = time.monotonic()
         thread: threading.Thread | None = None
+        loader: threading.Thread | None = None
         try:
+            if load is not None and before is not None:
+                before(run)
             for _ in range(workers):
                 run.new_worker()
-            if before is not None:
-                before(run)
-            self.publish(specs)
-            run.log(f"published {len(specs)} tasks")
+            if load is not None:
+                run.wait_frontdoor()
+                loader = threading.Thread(target=self._load, args=(load, run), name=f"load-{label}", daemon=True)
+                loader.start()
+                run.log("load started")
+            else:
+                if before is not None:
+                    before(run)
+                self.publish(specs)
+                run.log(f"published {len(specs)} tasks")
             if fault is not None:
                 thread = threading.Thread(target=self._fault, args=(fault, run), name=f"fault-{label}", daemon=True)
                 thread.start()
@@ -550,16 +646,22 @@ class Harness:
                     break
                 if specs and self.backlog() == 0:
                     run.drained.set()
+                if load is not None and run.load_done.is_set() and self.outbox() == 0 and self.backlog() == 0:
+                    run.drained.set()
                 time.sleep(0.5)
             run.drained.set()
             if thread is not None:
                 thread.join(timeout=120)
+            if loader is not None:
+                loader.join(timeout=max(30.0, timeout - (time.monotonic() - started)))
+                run.stop_webs()  # no more requests: the web server's CPU goes to the drain
             self.ensure_services()
             if not any(w.alive for w in run.workers):
                 run.new_worker()
             quiet = self.wait_quiet(run, timeout=max(30.0, timeout - (time.monotonic() - started)))
-            self.reconcile(run)
-            quiet = self.wait_quiet(run, timeout=30, stable_for=3) and quiet
+            # F15-F17 write no dead letters: with nothing reconciled, the first wait stands.
+            if self.reconcile(run) or load is None:
+                quiet = self.wait_quiet(run, timeout=30, stable_for=3) and quiet
             row.timed_out = not quiet
             if after is not None:
                 after(run)
@@ -572,6 +674,8 @@ class Harness:
         finally:
             run.drained.set()
             run.stop_beats()
+            run.stop_webs()
+            run.stop_relays()
             for worker in run.workers:
                 worker.stop()
             self.ensure_services()
@@ -579,6 +683,18 @@ class Harness:
         if row.timed_out:
             row.notes = "; ".join([*filter(None, [row.notes]), *run.events[-3:]])
         return row
+
+    @staticmethod
+    def _load(load: Callable[[Run], LoadResult], run: Run) -> None:
+        try:
+            run.load_result = load(run)
+            result = run.load_result
+            run.log(f"load done: {result.sent} sent, {len(result.ok)} 2xx, non-2xx {dict(result.statuses)}, "
+                    f"errors {dict(result.errors)}, {result.seconds}s")
+        except Exception as exc:  # reported in the row (the load sent fewer requests than keys)
+            run.log(f"load raised {exc!r}")
+        finally:
+            run.load_done.set()
 
     @staticmethod
     def _fault(fault: Callable[[Run], None], run: Run) -> None:

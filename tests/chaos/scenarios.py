@@ -1,5 +1,7 @@
 """The scenarios of issue 4: one fault each (F1-F14), each with a negative control that
-switches one protection off, so that the harness shows it can see a loss.
+switches one protection off, so that the harness shows it can see a loss. F15-F17 (issue 17)
+fault the front door: a real web server whose view enqueues through the outbox, and the
+outbox relays (``tests/chaos/frontdoor.py``).
 
 A scenario yields its variants; each variant is one ``Harness.run`` (fresh queues and tables,
 fresh workers) and one accounting row.
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.chaos.frontdoor import Load, LoadResult, account_orders, order_keys
 from tests.chaos.harness import VISIBILITY_TIMEOUT, Harness, Row, Run, TaskSpec, sql, task_mix
 
 
@@ -319,6 +322,248 @@ def f14(reduced: bool) -> list[Variant]:
     ]
 
 
+# --- F15-F17: the front door -----------------------------------------------------------------
+#: Every run of chaos.work is recorded (chaos_run): duplicate deliveries are counted.
+FRONTDOOR_ENV = {"CHAOS_COUNT_RUNS": "1"}
+#: The relays retry a broker that is down every 2 s at most (the product's default, 30 s, only
+#: makes F15's drain start up to 30 s later).
+RELAY_ENV = {"OUTBOX_RELAY_BACKOFF_MAX": "2"}
+WEB_WORKERS = 4
+CLIENT_THREADS = 16
+CLIENT_TIMEOUT = 30.0
+
+
+def frontdoor(*, relays: int, delete_first: bool = False) -> Callable[[Run], None]:
+    """``before`` of a front-door variant: the web server and ``relays`` outbox relays."""
+    def before(run: Run) -> None:
+        run.new_web(WEB_WORKERS)
+        for _ in range(relays):
+            run.new_relay(delete_first=delete_first, env=RELAY_ENV)
+        run.log(f"gunicorn ({WEB_WORKERS} sync workers) on :{run.web.port}, {relays} relay(s)"
+                f"{' (delete_first)' if delete_first else ''}")
+    return before
+
+
+def http_load(seconds: float | None) -> Callable[[Run, int], LoadResult]:
+    """``n`` POSTs with distinct keys from ``CLIENT_THREADS`` client threads, spread evenly
+    over ``seconds`` (None: as fast as the web server answers)."""
+    def load(run: Run, n: int) -> LoadResult:
+        run.load_keys = order_keys(run.label, n)
+        rate = n / seconds if seconds else None
+        return Load(run.web.port, run.load_keys, threads=CLIENT_THREADS, rate=rate, timeout=CLIENT_TIMEOUT,
+                    inflight=run.inflight).run()
+    return load
+
+
+def broker_down_during_load(seconds: float, *, after: float) -> Callable[[Run], None]:
+    """F15: Redis (the broker) stopped ``after`` s into the load, started ``seconds`` later."""
+    def fault(run: Run) -> None:
+        if run.load_done.wait(after):
+            return
+        run.log(f"Redis stopped for {seconds}s during the load")
+        run.rd.stop()
+        run.counts["Redis outages during the load"] += 1
+        time.sleep(seconds)
+        run.harness.start_redis()
+        run.log("Redis back")
+    return fault
+
+
+# Searched in Redis itself: the queue may hold a thousand messages, and the web workers stay
+# frozen while the harness looks. Returns the needles found.
+_FIND_MESSAGES = """
+local hits = {}
+for _, name in ipairs(KEYS) do
+  local found = name == 'unacked' and redis.call('HVALS', name) or redis.call('LRANGE', name, 0, -1)
+  for _, message in ipairs(found) do
+    for _, needle in ipairs(ARGV) do
+      if not hits[needle] and string.find(message, needle, 1, true) then hits[needle] = true end
+    end
+  end
+end
+local out = {}
+for needle, _ in pairs(hits) do table.insert(out, needle) end
+return out
+"""
+
+
+def in_broker(run: Run, keys: list[str]) -> set[str]:
+    """Those of ``keys`` whose message reached Redis (queued, unacked) or already ran."""
+    from tests.chaos.harness import QUEUE_LISTS, redis_client
+
+    if not keys:
+        return set()
+    by_needle = {repr(key): key for key in keys}  # as the message's argsrepr header shows the key
+    found = redis_client(run.rd).eval(_FIND_MESSAGES, len(QUEUE_LISTS) + 1, *QUEUE_LISTS, "unacked", *by_needle)
+    ran = {key for (key,) in sql(run.pg, "SELECT DISTINCT key FROM chaos_run WHERE key = ANY(%s)", keys)}
+    return {by_needle[n.decode()] for n in found} | ran
+
+
+def aim_web_worker(run: Run, *, relaxed: bool) -> tuple[int | None, str]:
+    """Freeze every worker of our gunicorn (SIGSTOP), then pick the one to kill, left frozen:
+    one serving a request whose row has committed while its task's message is not in Redis
+    yet; ``relaxed``, else one whose row has committed, else one in a request. The others are
+    thawed (SIGCONT). A worker's request is found by the client port of the connection it
+    holds (``Run.inflight``)."""
+    frozen = []
+    for pid in run.web.children():  # only children of the master we started
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            frozen.append(pid)
+        except ProcessLookupError:
+            pass
+    victim, how = None, ""
+    try:
+        inflight = dict(run.inflight)
+        if not inflight or not frozen:
+            return None, ""
+        keys = sorted(set(inflight.values()))
+        committed = {key for (key,) in sql(run.pg, "SELECT key FROM chaos_order WHERE key = ANY(%s)", keys)}
+        open_window = committed - in_broker(run, sorted(committed))
+        wanted = [("committed but not yet in Redis", open_window)]
+        if relaxed:
+            wanted += [("committed and in Redis", committed), ("mid-request", set(keys))]
+        if not any(group for _, group in wanted):
+            return None, ""
+        serving = {pid: {inflight[port] for port in run.web.client_ports(pid) if port in inflight} for pid in frozen}
+        for label, group in wanted:
+            victim = next((pid for pid in run.rng.sample(frozen, k=len(frozen)) if serving[pid] & group), None)
+            if victim is not None:
+                how = label
+                return victim, how
+        return None, ""
+    finally:
+        for pid in frozen:
+            if pid != victim:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+
+
+def kill_web_workers(every: tuple[float, float]) -> Callable[[Run], None]:
+    """F16: SIGKILL one worker process of our gunicorn every ``every`` s (uniform, from one
+    kill's start to the next) while the load runs; the master respawns it.
+
+    Each kill is aimed, until the next one is due, at the moment the dual write loses a task
+    (``aim_web_worker``): a worker whose request has committed its row while the task's
+    message is not in the broker yet, SIGKILLed while frozen. Every few milliseconds the
+    workers are frozen, looked at and thawed until one is found; in the last 40 % of the
+    interval a worker whose row committed, or else one in a request, will do; when the time is
+    up, any worker is killed. The view is not touched,
+    and the rule is the same for the fault and the control; with the outbox the web worker is
+    not the one that publishes, so there the moment is rare (the relay is quick) and the kill
+    usually lands after the commit, the message already relayed."""
+    def fault(run: Run) -> None:
+        next_kill = time.monotonic() + 1.0  # the first kill lands early, before a small load is over
+        while not run.load_done.wait(max(0.0, next_kill - time.monotonic())):
+            start = time.monotonic()
+            next_kill = start + run.rng.uniform(*every)
+            deadline = next_kill - 0.1  # aimed until the next kill is due: one kill per interval
+            relax_at = start + 0.6 * (deadline - start)
+            victim, how = None, ""
+            while victim is None and time.monotonic() < deadline and not run.load_done.is_set():
+                victim, how = aim_web_worker(run, relaxed=time.monotonic() >= relax_at)
+                if victim is None:
+                    time.sleep(0.003)
+            if victim is None:
+                children = run.web.children()
+                if not children or run.load_done.is_set():
+                    continue
+                victim, how = run.rng.choice(children), "idle"
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            run.counts["web worker kills"] += 1
+            run.counts[f"of them {how}"] += 1
+            run.log(f"SIGKILL gunicorn worker {victim} ({how})")
+    return fault
+
+
+def kill_relays(every: tuple[float, float], aim: float = 1.5) -> Callable[[Run], None]:
+    """F17: each relay SIGKILLed (its process group) ``every`` s (uniform) after it is up (its
+    first heartbeat; a relay starts in 1-3 s on 2 cores) and started again at once, while the
+    load runs.
+
+    When a relay is due, the kill is aimed for up to ``aim`` s at a moment it holds a batch
+    (between its claim and the end of the batch): it is probed every 2 ms
+    (``ChaosRelay.probe``, see ``tests/chaos/relay.py``); caught holding one, it is held there
+    and SIGKILLed. A relay asleep on its LISTEN socket holds nothing, and killing it proves
+    nothing. Not caught in time: it is killed wherever it is. The same rule applies to the
+    fault and to the control."""
+    def fault(run: Run) -> None:
+        due: list[float | None] = [None for _ in run.relays]
+        while not run.load_done.wait(0.05):
+            for i, relay in enumerate(run.relays):
+                if due[i] is None and relay.ready:
+                    due[i] = time.monotonic() + run.rng.uniform(*every)
+                at = due[i]
+                if at is None or time.monotonic() < at:
+                    continue
+                deadline = time.monotonic() + aim
+                caught = False
+                while time.monotonic() < deadline and not run.load_done.is_set():
+                    if relay.probe():
+                        caught = True
+                        break
+                    time.sleep(0.002)
+                run.restart_relay(relay)
+                due[i] = None
+                run.counts["relay kills"] += 1
+                run.counts["of them holding a batch"] += caught
+                run.log(f"SIGKILL relay {relay.label}{' (holding a batch)' if caught else ''}; restarted")
+    return fault
+
+
+def f15(reduced: bool) -> list[Variant]:
+    # The load is paced so that it runs before, during and after the outage (5 s of load
+    # before it and 5 s after; in the reduced run 1.5 s and 1 s).
+    down, after, seconds = (10.0, 1.5, 12.5) if reduced else (30.0, 5.0, 40.0)
+    fault = broker_down_during_load(down, after=after)
+    return [
+        Variant("fault", "", "pass", fault, before=frontdoor(relays=1), load=http_load(seconds),
+                account=account_orders("Redis outages during the load")),
+        Variant("control", "on_commit_publish", "detect", fault, before=frontdoor(relays=1), load=http_load(seconds),
+                account=account_orders("Redis outages during the load")),
+    ]
+
+
+def f16(reduced: bool) -> list[Variant]:
+    seconds = 10.0 if reduced else 30.0
+    fault = kill_web_workers((1.0, 2.0))
+    return [
+        Variant("fault", "", "pass", fault, before=frontdoor(relays=1), load=http_load(seconds),
+                account=account_orders("web worker kills")),
+        Variant("control", "on_commit_publish", "detect", fault, before=frontdoor(relays=1), load=http_load(seconds),
+                account=account_orders("web worker kills")),
+    ]
+
+
+# F17 wants its kills to land inside a batch, not in a relay asleep on its LISTEN socket. A
+# relay publishes ~30,000 messages/s (batches of 1000 take ~30 ms), so even at the full size
+# the relays are idle far more than 99 % of the time, and no pacing or batch size makes random
+# kills land in a batch reliably. Hence the aim (``kill_relays``: probe a due relay, kill it
+# while it holds a batch). Killed in a batch, the delete-first control loses the batch when the
+# broker does not have it yet (about 6 kills in 10; mostly the relay waits for the COMMIT or
+# for the broker's reply) and the product republishes it (a duplicate run) when the broker has
+# it and the DELETE is not committed: the kill schedule (0.5-1.5 s after a relay is up; a
+# relay takes 1-3 s to start) and the paced load (20 s; 15 s reduced, ~8 kills) give enough
+# kills for the control to show its loss at 100 requests too. The batch size is the product's
+# default (1000): rows that piled up while both relays were restarting go out in one batch.
+
+
+def f17(reduced: bool) -> list[Variant]:
+    seconds = 15.0 if reduced else 20.0
+    fault = kill_relays((0.5, 1.5))
+    return [
+        Variant("fault", "", "pass", fault, before=frontdoor(relays=2), load=http_load(seconds),
+                account=account_orders("relay kills")),
+        Variant("control", "delete_first", "detect", fault, before=frontdoor(relays=2, delete_first=True),
+                load=http_load(seconds), account=account_orders("relay kills")),
+    ]
+
+
 # --- scenarios --------------------------------------------------------------------------------
 @dataclass
 class Variant:
@@ -331,6 +576,8 @@ class Variant:
     after: Callable[[Run], None] | None = None
     #: Replaces the per-task accounting (F14 counts beat ticks, not published tasks).
     account: Callable[[Run, Row], None] | None = None
+    #: F15-F17: the HTTP load (``load(run, n)``) that replaces publishing ``n`` tasks.
+    load: Callable[[Run, int], LoadResult] | None = None
 
 
 @dataclass
@@ -409,6 +656,12 @@ SCENARIOS: list[Scenario] = [
              fault_and_control(wait_only(1), "no_consumer_capture"), mix=message_mix),
     Scenario("F14", "two beat processes (1 s tick); the leader SIGKILLed every 8 s and restarted, 40 s", False,
              f14, mix=no_tasks),
+    Scenario("F15", "broker (Redis) down 30 s (10 s in the reduced run) during an HTTP load on the outbox view",
+             True, f15, mix=no_tasks, env=FRONTDOOR_ENV),
+    Scenario("F16", "gunicorn worker processes SIGKILLed every 1-2 s during an HTTP load", True, f16, mix=no_tasks,
+             env=FRONTDOOR_ENV),
+    Scenario("F17", "two outbox relays, each SIGKILLed 0.5-1.5 s after it is up and restarted, during an HTTP load",
+             True, f17, mix=no_tasks, env=FRONTDOOR_ENV),
 ]
 BY_ID = {s.id: s for s in SCENARIOS}
 FAST = [s.id for s in SCENARIOS if s.fast]
@@ -422,10 +675,12 @@ def run_scenario(h: Harness, scenario: Scenario, n: int, *, reduced: bool) -> li
     for variant in scenario.variants(reduced):
         specs = scenario.mix(f"{scenario.id}-{variant.name}", n, h.seed)
         timeout = 180.0 + n * 0.15
+        load = variant.load
         row = h.run(scenario=scenario.id, variant=variant.name, fault_name=scenario.title,
                     control=variant.control or (variant.note if variant.name != "fault" else ""), specs=specs,
                     fault=variant.fault, expect=variant.expect, env=scenario.env, workers=scenario.workers,
-                    timeout=timeout, before=variant.before, after=variant.after, account=variant.account)
+                    timeout=timeout, before=variant.before, after=variant.after, account=variant.account,
+                    load=None if load is None else (lambda run, load=load: load(run, n)))  # type: ignore[misc]
         if variant.note and not row.notes:
             row.notes = variant.note
         rows.append(row)

@@ -25,6 +25,14 @@ protection so that the harness can show it reports the loss:
 - ``no_consumer_capture``: unknown and undecodable messages are dropped by Celery unrecorded;
 - ``not_idempotent``: the idempotency key is ignored (every run writes its effect).
 
+With ``CHAOS_COUNT_RUNS=1`` (F15-F17) every run of ``chaos.work`` first records itself in
+``chaos_run`` (autocommit, before anything else): a key with two runs was delivered twice,
+e.g. a batch that a killed relay published and another relay published again (F17), whether
+or not the idempotency key then kept the effect single.
+
+(F15-F16's control ``on_commit_publish`` is read by the chaos view, ``tests/chaos/web.py``;
+F17's ``delete_first`` by the relay wrapper, ``tests/chaos/relay.py``.)
+
 (F14's control, ``no_leader_lock``, is not read here: the harness starts its two beats with
 django-celery-beat's plain ``DatabaseScheduler``.)
 """
@@ -47,6 +55,7 @@ logger = logging.getLogger("chaos")
 CONTROL = os.environ.get("CHAOS_CONTROL", "")
 BUSY_KEY = "chaos:busy"
 MARK_BUSY = os.environ.get("CHAOS_MARK_BUSY") == "1"
+COUNT_RUNS = os.environ.get("CHAOS_COUNT_RUNS") == "1"
 WORK_MIN = float(os.environ.get("CHAOS_WORK_MIN", "0.02"))
 WORK_MAX = float(os.environ.get("CHAOS_WORK_MAX", "0.2"))
 # A task that keeps crashing stops crashing after this many deaths and fails instead, so that
@@ -129,9 +138,19 @@ def record_effect(key: str, idempotent: bool) -> bool:
     return True
 
 
+def _record_run(key: str) -> None:
+    """One row per execution (``CHAOS_COUNT_RUNS``): how often the key was delivered."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("INSERT INTO chaos_run (key, pid) VALUES (%s, %s)", [key, os.getpid()])
+
+
 @shared_task(base=ChaosTask, name="chaos.work", bind=True, max_retries=3, retry_backoff=1, retry_backoff_max=2,
              non_retryable=(Permanent,), ignore_result=True)
 def work(self: ChaosTask, key: str, kind: str, idempotent: bool = True, param: float = 0) -> str:
+    if COUNT_RUNS:
+        _record_run(key)
     if kind == "crash":
         if _redis_incr(f"chaos:crash:{key}") <= CRASH_LIMIT:
             os.kill(os.getpid(), signal.SIGKILL)
