@@ -1,11 +1,11 @@
 # syntax=docker/dockerfile:1
-# Build stage: wheels for the pinned runtime requirements (dev tools and the embedded
-# Postgres/Redis of ./dev are not in requirements.txt, so not in the image).
+# Build stage: wheels for the locked runtime requirements, checked against their hashes (dev
+# tools and the embedded Postgres/Redis of ./dev are not in requirements.lock, so not in the image).
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY requirements.txt .
-RUN pip wheel --wheel-dir /wheels -r requirements.txt
+COPY requirements.lock .
+RUN pip wheel --wheel-dir /wheels --require-hashes -r requirements.lock
 
 # Runtime stage: no compilers, no pip cache, non-root.
 FROM python:3.11-slim

@@ -7,9 +7,9 @@ an embedded Postgres/Redis started here on free ports when no URLs are set.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -100,7 +100,7 @@ class Services:
     def start(self) -> dict[str, str]:
         db_url, broker = os.environ.get("DATABASE_URL"), os.environ.get("CELERY_BROKER_URL")
         if not db_url or not broker or not broker.startswith("redis"):
-            from taskplatform.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+            from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
             self.tmp = tempfile.TemporaryDirectory(prefix="bench-")
             pg = EmbeddedPostgres(Path(self.tmp.name) / "pg", free_port(), database="bench",
@@ -181,6 +181,16 @@ def queue_depth(queue: str) -> int:
     return int(client.llen(queue)) + int(client.hlen("unacked"))
 
 
+def message_task_id(raw: bytes) -> str:
+    """The task id of a message as Redis holds it (kombu's JSON envelope)."""
+    return str(json.loads(raw)["headers"]["id"])
+
+
+def broker_task_ids(queue: str) -> list[str]:
+    """The task id of every message waiting in ``queue`` (a Redis list)."""
+    return [message_task_id(m) for m in redis().lrange(queue, 0, -1)]
+
+
 def sql(statement: str, params: Any = None) -> list[tuple[Any, ...]]:
     from django.db import connection
 
@@ -219,78 +229,3 @@ def worker_rss(w: Any) -> int:
 
     children = psutil.Process(w.proc.pid).children(recursive=True)
     return sum(c.memory_info().rss for c in children)
-
-
-class RelayProcess:
-    """A real outbox relay (``python -m bench.relay``: ``manage.py outbox_relay`` with the bench
-    tasks registered) on the bench's database and Redis, with a heartbeat file of its own.
-
-    ``started_at()`` is the relay's start signal: the ``time.time()`` its loop writes to the
-    heartbeat file right before its first batch (after Django and Celery are loaded and the
-    system checks ran), read from outside without touching the relay."""
-
-    def __init__(self, *, env: dict[str, str] | None = None) -> None:
-        self.env = env or {}
-        self.dir = Path(tempfile.mkdtemp(prefix="bench-relay-"))
-        self.heartbeat = self.dir / "heartbeat"
-        self.log_path = self.dir / "relay.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._started: float | None = None
-
-    def start(self) -> RelayProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OUTBOX_RELAY_HEARTBEAT_FILE": str(self.heartbeat), **self.env}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "bench.relay"], cwd=ROOT, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    def started_at(self, timeout: float = 60.0) -> float:
-        """The first heartbeat's ``time.time()`` (waits for it; polled every 2 ms, and the relay
-        beats at most once a second, so the first value read is the first beat)."""
-        deadline = time.monotonic() + timeout
-        while self._started is None:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"outbox relay exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            beat: float | None
-            try:
-                beat = float(self.heartbeat.read_text())
-            except (OSError, ValueError):  # not written yet, or caught between truncate and write
-                beat = None
-            if beat is not None and abs(time.time() - beat) < 60:  # (and not a half-written number)
-                self._started = beat
-            elif time.monotonic() > deadline:
-                raise TimeoutError(f"outbox relay not started after {timeout}s:\n{self.log()[-3000:]}")
-            else:
-                time.sleep(0.002)
-        return self._started
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        """SIGTERM (the relay finishes its batch and exits), SIGKILL after 20 s."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@contextmanager
-def relay(*, env: dict[str, str] | None = None, wait_started: bool = True) -> Iterator[RelayProcess]:
-    """A running ``RelayProcess``, stopped on exit; by default its loop has started."""
-    process = RelayProcess(env=env).start()
-    try:
-        if wait_started:
-            process.started_at()
-        yield process
-    finally:
-        process.stop()

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ROOT, Row, Services, fmt, spread
+from bench.harness import ROOT, Row, Services, fmt, redis, spread, sql
 
 
 def machine() -> dict[str, Any]:
@@ -26,8 +26,6 @@ def machine() -> dict[str, Any]:
     import django
     import kombu
     import redis as redis_py
-
-    from bench.harness import redis, sql
 
     mem = ""
     try:

@@ -1,50 +1,22 @@
 """Forms of the ops pages: input parsing and labels only. Rules (what may change, who may
 do what, what a reason is) live in ``dlq.services``; these forms turn text into the values
-the services take and give every input a label."""
+the services take and give every input a label. The search form is the dead-letter filter
+set's own (``dlq.filters.DeadLetterFilterSet.form``)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.http import QueryDict
 
-from dlq.errors import ValidationFailed
+from dlq.filters import FILTER_KEYS
 from dlq.jsonsafe import parse_json
-from dlq.models import BulkAction, DeadLetterStatus, DeathReason
-from dlq.selectors import FILTER_KEYS
+from dlq.models import BulkAction
+from tasks.errors import ValidationFailed
 
 
-def _blank(choices: Any, label: str = "any") -> list[tuple[str, str]]:
-    return [("", label), *choices]
-
-
-class SearchForm(forms.Form):
-    """The dead-letter search box: the API's filters and full text, by the same names."""
-
-    q = forms.CharField(required=False, label="Search", max_length=1000,
-                        help_text='Full text over message, traceback and arguments: words, "a phrase", or, -word.',
-                        widget=forms.TextInput(attrs={"type": "search", "placeholder": 'e.g. timeout -"card declined"'}))
-    status = forms.ChoiceField(required=False, choices=_blank(DeadLetterStatus.choices))
-    reason = forms.ChoiceField(required=False, choices=_blank(DeathReason.choices))
-    task_name = forms.CharField(required=False, max_length=1000, label="Task name")
-    exception_type = forms.CharField(required=False, max_length=1000, label="Exception type")
-    queue = forms.CharField(required=False, max_length=1000)
-    task_id = forms.CharField(required=False, max_length=1000, label="Task id")
-    fingerprint = forms.CharField(required=False, max_length=1000)
-    root_id = forms.CharField(required=False, max_length=1000, label="Root id", help_text="Every dead letter of one workflow.")
-    parent_id = forms.CharField(required=False, max_length=1000, label="Parent id")
-    group_id = forms.CharField(required=False, max_length=1000, label="Group id")
-    failed_after = forms.CharField(required=False, max_length=64, label="Failed after",
-                                   widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
-    failed_before = forms.CharField(required=False, max_length=64, label="Failed before",
-                                    widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
-
-    def filters(self) -> dict[str, str]:
-        """The raw filters (validated by ``dlq.selectors.clean_filters`` when used)."""
-        data = self.data
-        return {key: str(data.get(key)) for key in FILTER_KEYS if data.get(key) not in (None, "")}
-
-
-def parse_json_field(text: str, *, kind: type, name: str) -> Any:
+def parse_json_field(text: str, *, kind: type[list[Any]] | type[dict[str, Any]], name: str) -> Any:
     """``text`` as JSON of type ``kind`` (``list`` or ``dict``), with the API's limits (size,
     depth, no NaN/Infinity/NUL); raises ``ValidationError``."""
     try:
@@ -75,6 +47,15 @@ class EditForm(forms.Form):
         return parse_json_field(self.cleaned_data["kwargs"], kind=dict, name="kwargs")
 
 
+@dataclass(frozen=True)
+class BulkSelection:
+    """What a bulk action applies to: the checked rows (``ids``) or every row matching the
+    filters (``filters``, validated by the bulk service through ``dlq.filters``)."""
+
+    ids: list[int] | None = None
+    filters: dict[str, str] | None = None
+
+
 class BulkForm(forms.Form):
     """A bulk action over checked rows (``ids``) or every row matching the filters (``f_*``)."""
 
@@ -85,14 +66,46 @@ class BulkForm(forms.Form):
     reason = forms.CharField(required=False, max_length=2000, label="Reason")
     rate_limit = forms.FloatField(required=False, min_value=0.001, label="Rate limit (messages per second)")
 
-    def selection(self, data: Any) -> dict[str, Any]:
-        """``{"ids": [...]}`` or ``{"filters": {...}}`` for the bulk services."""
+    def selection(self, data: QueryDict) -> BulkSelection:
         if self.cleaned_data["scope"] == "filter":
-            return {"filters": {key: str(data.get(f"f_{key}")) for key in FILTER_KEYS
-                                if data.get(f"f_{key}") not in (None, "")}}
+            return BulkSelection(filters={key: str(data.get(f"f_{key}")) for key in FILTER_KEYS
+                                          if data.get(f"f_{key}") not in (None, "")})
         ids: list[int] = []
         for raw in data.getlist("ids"):
             for part in str(raw).split(","):
                 if part.strip().isdigit():
                     ids.append(int(part))
-        return {"ids": ids}
+        return BulkSelection(ids=ids)
+
+
+class CommaListField(forms.Field):
+    """Comma-separated text as a list of its non-blank items."""
+
+    def to_python(self, value: Any) -> list[str]:
+        text = "" if value in self.empty_values else str(value)
+        return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class PolicyForm(forms.Form):
+    """The policies page's fields as typed values. The rules (registered task, ranges, known
+    reasons) are the service's, ``dlq.services.reprocess_policy_validate``, as for the API
+    and the admin."""
+
+    task_name = forms.CharField(required=False)
+    reasons = CommaListField(required=False)
+    exception_types = CommaListField(required=False)
+    cooldown_seconds = forms.IntegerField()
+    backoff_factor = forms.FloatField()
+    max_auto_requeues = forms.IntegerField()
+    circuit_max_failures_per_minute = forms.IntegerField()
+    enabled = forms.BooleanField(required=False)
+
+    def policy_data(self) -> dict[str, Any]:
+        """The policy's data for ``reprocess_policy_save``, or ``ValidationFailed`` for text
+        that is not even a number."""
+        if not self.is_valid():
+            errors = {field: [str(message) for message in messages] for field, messages in self.errors.items()}
+            shown = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items())
+            raise ValidationFailed(f"invalid policy: {shown}", fields=errors)
+        return dict(self.cleaned_data)
+

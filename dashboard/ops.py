@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
-from celery import Celery
+from celery import Celery, current_app
+from kombu import Connection
+
+from tasks.broker.depth import fail_fast_connection, queue_depth
 
 logger = logging.getLogger("dashboard")
 
@@ -34,22 +36,14 @@ class BrokerStatus:
     error: str = ""
 
 
-def _app() -> Celery:
-    from taskplatform.celery import app
-
-    return app
-
-
 def broker_status(*, timeout: float = 0.8, app: Celery | None = None, broker_url: str | None = None) -> BrokerStatus:
     """Workers that answer within ``timeout`` (with the queues they consume) and the depth
     of those queues plus ``celery``. ``broker_url`` overrides the app's (tests point it at a
     dead port)."""
-    app = app or _app()
+    app = app or current_app
     timeout = max(0.05, min(float(timeout), MAX_TIMEOUT))
     try:
-        conn = app.connection_for_read(url=broker_url, connect_timeout=min(timeout, 0.5),
-                                       transport_options={**(app.conf.broker_transport_options or {}),
-                                                          "max_retries": 0})
+        conn = fail_fast_connection(app, url=broker_url, timeout=min(timeout, 0.5))
     except Exception as exc:  # an unparsable URL, an unknown transport
         return BrokerStatus(reachable=False, error=str(exc)[:300])
     try:
@@ -65,24 +59,12 @@ def broker_status(*, timeout: float = 0.8, app: Celery | None = None, broker_url
         return BrokerStatus(reachable=False, error=str(exc)[:300] or exc.__class__.__name__)
 
 
-def queue_depths(conn: Any, names: list[str]) -> dict[str, int | None]:
-    """Messages waiting in each queue (``None``: unknown). A passive declare works on Redis
-    and RabbitMQ alike; on Redis an empty queue has no key and reads as "not found", i.e. 0."""
-    from kombu.exceptions import ChannelError
-
-    redis = conn.transport.driver_type == "redis"
+def queue_depths(conn: Connection, names: list[str]) -> dict[str, int | None]:
+    """Messages waiting in each queue (``None``: unknown)."""
     depths: dict[str, int | None] = {}
     for name in names:
-        channel = conn.channel()
         try:
-            depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
-        except ChannelError:
-            depths[name] = 0 if redis else None
+            depths[name] = queue_depth(conn, name)
         except Exception:
             depths[name] = None
-        finally:
-            try:
-                channel.close()
-            except Exception:
-                pass
     return depths

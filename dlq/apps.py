@@ -1,4 +1,7 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class DlqConfig(AppConfig):
@@ -7,8 +10,8 @@ class DlqConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_migrate
-
+        # Imported once the registry is ready: the housekeeping tasks and the signal receivers
+        # use the models (the checks register themselves on import).
         from dlq import checks, tasks  # noqa: F401  (register the checks and the housekeeping tasks)
         from dlq.signals import connect_signals, create_role_groups
 

@@ -14,10 +14,13 @@ end after the first one succeeded. django-celery-results would let the later wri
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from celery import states
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, connections
+from celery.app.task import Context
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, connection, connections
+from django.db.models import Field
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
@@ -25,21 +28,19 @@ from django_celery_results.models import TaskResult
 logger = logging.getLogger("dlq.backend")
 
 
-class ResilientDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
-    def store_result(self, task_id: str, result: Any, state: str, traceback: Any = None,
-                     request: Any = None, **kwargs: Any) -> Any:
+class ResilientDatabaseBackend(DatabaseBackend):  # type: ignore[misc]  # django-celery-results' backends have no type hints
+    def store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
+                     request: Context | None = None, **kwargs: Any) -> Any:
         try:
             return super().store_result(task_id, result, state, traceback=traceback, request=request, **kwargs)
         except (DatabaseError, InterfaceError):
             logger.exception("result.store_failed task_id=%s state=%s", task_id, state,
                              extra={"task_id": task_id, "state": state})
-            from dlq.spool import _reset_connection
-
-            _reset_connection()
+            _close_broken_connection()
             return result
 
-    def _store_result(self, task_id: str, result: Any, status: str, traceback: Any = None, request: Any = None,
-                      using: Any = None) -> Any:
+    def _store_result(self, task_id: str, result: Any, status: str, traceback: str | None = None,
+                      request: Context | None = None, using: str | None = None) -> Any:
         if status == states.SUCCESS:  # the success path pays nothing extra
             return super()._store_result(task_id, result, status, traceback=traceback, request=request, using=using)
         # The same columns django-celery-results writes, in one statement that cannot
@@ -65,16 +66,31 @@ class ResilientDatabaseBackend(DatabaseBackend):  # type: ignore[misc]
         return encoded
 
 
-def _upsert_unless_success(values: dict[str, Any], now: Any, using: str) -> None:
-    connection = connections[using]
-    quote = connection.ops.quote_name
-    meta = TaskResult._meta
+def _close_broken_connection() -> None:
+    """Drop the connection that failed, so that the next statement opens a new one."""
+    try:
+        connection.close()
+    except Exception:  # the connection is already broken; closing it is best effort
+        pass
+
+
+def _column(name: str) -> str:
+    """The column of a ``TaskResult`` field (every one used here is a plain column)."""
+    field = TaskResult._meta.get_field(name)
+    if not isinstance(field, Field) or field.column is None:
+        raise LookupError(f"TaskResult.{name} is not a column")
+    return field.column
+
+
+def _upsert_unless_success(values: dict[str, Any], now: datetime, using: str) -> None:
+    db = connections[using]
+    quote = db.ops.quote_name
     row = {**values, "date_created": now}  # date_created only when the row is new
-    column = {name: quote(meta.get_field(name).column) for name in row}
-    table = quote(meta.db_table)
+    column = {name: quote(_column(name)) for name in row}
+    table = quote(TaskResult._meta.db_table)
     sql = (f"INSERT INTO {table} ({', '.join(column[n] for n in row)}) VALUES ({', '.join(['%s'] * len(row))}) "
            f"ON CONFLICT ({column['task_id']}) DO UPDATE SET "
            + ", ".join(f"{column[n]} = EXCLUDED.{column[n]}" for n in values if n != "task_id")
-           + f" WHERE {table}.{quote(meta.get_field('status').column)} <> %s")
-    with connection.cursor() as cursor:
+           + f" WHERE {table}.{quote(_column('status'))} <> %s")
+    with db.cursor() as cursor:
         cursor.execute(sql, [*row.values(), states.SUCCESS])

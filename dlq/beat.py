@@ -17,14 +17,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from celery.beat import SchedulingError, _evaluate_entry_args, _evaluate_entry_kwargs
+from celery.beat import (  # type: ignore[attr-defined]  # _evaluate_entry_*: private, not in celery-types
+    SchedulingError,
+    _evaluate_entry_args,
+    _evaluate_entry_kwargs,
+)
 from django.conf import settings
-from django_celery_beat.schedulers import SCHEDULE_SYNC_MAX_INTERVAL, DatabaseScheduler
+from django_celery_beat.schedulers import SCHEDULE_SYNC_MAX_INTERVAL, DatabaseScheduler, ModelEntry
+from kombu import Producer
+
+from tasks.redis import redis_client
 
 logger = logging.getLogger("dlq.beat")
 
@@ -46,7 +52,7 @@ return 0
 """
 
 
-def scheduled_time(entry: Any) -> int:
+def scheduled_time(entry: ModelEntry) -> int:
     """The slot ``entry`` is sent for, named by its persisted ``last_run_at`` (the run
     before this one; 0 before the first run). Two beats that read the same row name the
     same slot; the leader advances ``last_run_at`` and syncs it after every send."""
@@ -54,7 +60,12 @@ def scheduled_time(entry: Any) -> int:
     return int(last.timestamp()) if last is not None else 0
 
 
-class LeaderDatabaseScheduler(DatabaseScheduler):  # type: ignore[misc]
+class LeaderDatabaseScheduler(DatabaseScheduler):  # type: ignore[misc]  # django-celery-beat has no type hints
+    # DatabaseScheduler's state used here (set by its __init__, which reads the schedule).
+    _last_full_sync: datetime
+    _schedule: dict[str, ModelEntry] | None
+    max_interval: float
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lock_ttl = float(settings.DLQ_BEAT_LOCK_TTL)
@@ -62,8 +73,6 @@ class LeaderDatabaseScheduler(DatabaseScheduler):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
 
     def _hold_lock(self) -> bool:
-        from tasks.redis import redis_client
-
         try:
             held = bool(redis_client().eval(_ACQUIRE_OR_RENEW, 1, LOCK_KEY, self.token, int(self.lock_ttl * 1000)))
         except Exception:
@@ -81,21 +90,22 @@ class LeaderDatabaseScheduler(DatabaseScheduler):  # type: ignore[misc]
     def tick(self, *args: Any, **kwargs: Any) -> float:
         if not self._hold_lock():
             return min(self.lock_ttl / 3, self.max_interval)
-        interval = super().tick(*args, **kwargs)
+        interval: float = super().tick(*args, **kwargs)
         return min(interval, self.lock_ttl / 3)
 
-    def reserve(self, entry: Any) -> Any:
+    def reserve(self, entry: ModelEntry) -> ModelEntry:
         """django-celery-beat's ``reserve`` returns the advanced entry but leaves the old one
         in ``_schedule``; any later heap rebuild from ``_schedule`` (a takeover's re-read, or
         a schedule change seen while the heap is being rebuilt: its ``_heap_invalidated``
         flag then survives into the next tick) found the entry due again at the slot just
         sent, and sent it twice. The advanced entry replaces the old one."""
-        new_entry = super().reserve(entry)
+        new_entry: ModelEntry = super().reserve(entry)
         if self._schedule is not None and new_entry.name in self._schedule:
             self._schedule[new_entry.name] = new_entry
         return new_entry
 
-    def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
+    def apply_async(self, entry: ModelEntry, producer: Producer | None = None, advance: bool = True,
+                    **kwargs: Any) -> Any:
         # celery.beat.Scheduler.apply_async, plus the schedule headers (computed before
         # reserve() moves last_run_at).
         slot = scheduled_time(entry)
@@ -111,7 +121,7 @@ class LeaderDatabaseScheduler(DatabaseScheduler):  # type: ignore[misc]
                 return task.apply_async(entry_args, entry_kwargs, producer=producer, **options)
             return self.send_task(entry.task, entry_args, entry_kwargs, producer=producer, **options)
         except Exception as exc:
-            raise SchedulingError(f"Couldn't apply scheduled task {entry.name}: {exc}").with_traceback(sys.exc_info()[2])
+            raise SchedulingError(f"Couldn't apply scheduled task {entry.name}: {exc}") from exc
         finally:
             self._tasks_since_sync += 1
             if self.should_sync():
@@ -119,8 +129,6 @@ class LeaderDatabaseScheduler(DatabaseScheduler):  # type: ignore[misc]
 
     def close(self) -> None:
         if self.is_leader:
-            from tasks.redis import redis_client
-
             try:
                 if redis_client().get(LOCK_KEY) == self.token.encode():
                     redis_client().delete(LOCK_KEY)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
@@ -15,8 +16,6 @@ def celery_policy(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
         problems.append(Error(f"CELERY_ACCEPT_CONTENT must be JSON only, got {sorted(accept)}", id="dlq.E001"))
     if settings.CELERY_BROKER_URL.startswith("redis"):
         vt = settings.CELERY_VISIBILITY_TIMEOUT
-        from celery import current_app
-
         longest = max([settings.CELERY_TASK_TIME_LIMIT or 0] + [
             int(getattr(t, "time_limit", 0) or 0) for t in current_app.tasks.values()])
         if longest >= vt:

@@ -19,10 +19,21 @@ import json
 import logging
 from typing import Any
 
+from celery.app.task import Context
 from celery.worker.consumer import Consumer
+from kombu.message import Message
 
-from dlq.capture import attempt_record, delivery_queue, qualified_name, request_headers, request_options, workflow_ids
-from dlq.models import DeathReason
+from dlq.spool import capture_or_spool
+from tasks.failures import (
+    CapturedFailure,
+    DeathReason,
+    attempt_record,
+    delivery_queue,
+    qualified_name,
+    request_headers,
+    request_options,
+    workflow_ids,
+)
 
 logger = logging.getLogger("dlq.consumer")
 
@@ -49,11 +60,8 @@ def _json_safe(value: Any) -> Any:
         return {}
 
 
-def failure_from_message(message: Any, exc: BaseException | None, reason: str, hostname: str | None) -> Any:
-    from celery.app.task import Context
-
-    from dlq.services import CapturedFailure
-
+def failure_from_message(message: Message, exc: BaseException | None, reason: str,
+                         hostname: str | None) -> CapturedFailure:
     headers = dict(message.headers) if isinstance(message.headers, dict) else {}
     body = message.body
     raw, how = raw_body_text(body)
@@ -105,10 +113,8 @@ def failure_from_message(message: Any, exc: BaseException | None, reason: str, h
     )
 
 
-class CapturingConsumer(Consumer):  # type: ignore[misc]
-    def _capture(self, message: Any, exc: BaseException | None, reason: str) -> bool:
-        from dlq.spool import capture_or_spool
-
+class CapturingConsumer(Consumer):
+    def _capture(self, message: Message, exc: BaseException | None, reason: str) -> bool:
         try:
             failure = failure_from_message(message, exc, reason, self.hostname)
             capture_or_spool(failure)
@@ -117,19 +123,19 @@ class CapturingConsumer(Consumer):  # type: ignore[misc]
             logger.critical("dead_letter.capture_impossible; leaving the message unacked", exc_info=True)
             return False
 
-    def on_decode_error(self, message: Any, exc: BaseException) -> None:
+    def on_decode_error(self, message: Message, exc: Exception) -> None:
         if self._capture(message, exc, DeathReason.DECODE_ERROR):
             super().on_decode_error(message, exc)
 
-    def on_invalid_task(self, body: Any, message: Any, exc: BaseException) -> None:
+    def on_invalid_task(self, body: Any, message: Message, exc: Exception) -> None:
         # ContentDisallowed (e.g. pickle) and malformed task messages: never executed.
         if self._capture(message, exc, DeathReason.DECODE_ERROR):
             super().on_invalid_task(body, message, exc)
 
-    def on_unknown_message(self, body: Any, message: Any) -> None:
+    def on_unknown_message(self, body: Any, message: Message) -> None:
         if self._capture(message, None, DeathReason.DECODE_ERROR):
             super().on_unknown_message(body, message)
 
-    def on_unknown_task(self, body: Any, message: Any, exc: BaseException) -> None:
+    def on_unknown_task(self, body: Any, message: Message, exc: Exception) -> None:
         if self._capture(message, exc, DeathReason.UNREGISTERED_TASK):
             super().on_unknown_task(body, message, exc)

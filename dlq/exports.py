@@ -9,10 +9,10 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from dlq.audit import audit_record
 from dlq.masking import masked_dead_letter
 from dlq.models import DeadLetter
 from dlq.selectors import dead_letter_list
+from dlq.services.audit import audit_record
 
 EXPORT_FIELDS = (
     "id", "task_id", "task_name", "queue", "status", "reason", "exception_type", "exception_message",

@@ -12,8 +12,10 @@ import json
 import math
 from typing import Any
 
-from dlq.capture import clean_text, text_is_unsafe
-from dlq.errors import ValidationFailed
+from django.conf import settings
+
+from tasks.errors import ValidationFailed
+from tasks.failures import clean_text, text_is_unsafe
 
 #: Deepest nesting accepted from people (forms, API bodies).
 MAX_DEPTH = 64
@@ -48,6 +50,7 @@ def _jsonb_safe(value: Any, path: set[int]) -> Any:
         _enter(value, path)
         changed: dict[Any, Any] | None = None
         for key, item in value.items():
+            new_key: str | int | float | None
             if isinstance(key, str):
                 new_key = clean_text(key) if text_is_unsafe(key) else key
             elif key is None or isinstance(key, (int, float)):
@@ -128,8 +131,6 @@ def raw_text(value: Any) -> str:
 
 def parse_json(text: str, *, max_bytes: int | None = None, max_depth: int = MAX_DEPTH, name: str = "body") -> Any:
     """JSON text from a person or a client, or ``ValidationFailed`` (code ``malformed_json``)."""
-    from django.conf import settings
-
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE if max_bytes is None else max_bytes
     if len(text) > limit:
         raise ValidationFailed(f"{name} is larger than {limit} bytes", code="malformed_json",

@@ -19,7 +19,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # dlq.models builds its search vector with this module
+    from dlq.models import DeadLetter
 
 MASK = "********"
 SECRET_KEY_PATTERN = re.compile(r"pass(word|wd)?|token|secret|api[_-]?key|authorization|credential|private[_-]?key", re.I)
@@ -125,7 +128,8 @@ class MaskedDeadLetter:
     raw_arguments: str | None
 
 
-def masked_dead_letter(row: Any) -> MaskedDeadLetter:
+def masked_dead_letter(row: DeadLetter) -> MaskedDeadLetter:
+    """The masked view of ``row``; fields deferred in its query are left out (``None`` or empty)."""
     deferred = row.get_deferred_fields() if hasattr(row, "get_deferred_fields") else set()
 
     def field(name: str, default: Any = None) -> Any:

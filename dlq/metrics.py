@@ -1,4 +1,4 @@
-"""Prometheus metrics at ``/metrics``.
+"""Prometheus metrics at ``/metrics`` (the counters are ``tasks.counters``).
 
 Gauges are read at scrape time from Postgres and Redis (dead letters by status/reason/task,
 spool size, redrive progress, open alerts, queue depths). Counters happen in worker
@@ -10,86 +10,26 @@ thread, so neither the success path nor a capture pays a network round trip for 
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
+from django.conf import settings
+from django.db.models import Count
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from dlq import spool
+from dlq.models import Alert, AlertStatus, DeadLetter, QuarantinedEntry, RedriveJob, RedriveJobStatus
+from tasks.backpressure import high_water_mark, queue_depth
+from tasks.counters import COUNTERS_KEY, SEP
+from tasks.outbox import outbox_stats
+from tasks.redis import redis_client
 
 logger = logging.getLogger("dlq.metrics")
 
-COUNTERS_KEY = "metrics:counters"
-FLUSH_SECONDS = 1.0
-SEP = "\x1f"
-
-
-def incr(*parts: str, amount: int = 1) -> None:
-    """Count an event (buffered; best effort: metrics never break the path they measure)."""
-    counters.add(SEP.join(parts), amount)
-
-
-class CounterBuffer:
-    """Counters of this process, flushed to Redis in one pipeline per second."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.last_flush = time.monotonic()
-        self.lock = threading.Lock()
-        self.flusher_pid: int | None = None
-
-    def add(self, field: str, amount: int = 1) -> None:
-        with self.lock:
-            self.counts[field] += amount
-        if self.flusher_pid != os.getpid():
-            # One flusher thread per (pool child) process, so an idle worker still reports.
-            self.flusher_pid = os.getpid()
-            threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
-
-    def _flush_forever(self) -> None:
-        while True:
-            time.sleep(FLUSH_SECONDS)
-            self.flush()
-
-    def flush(self) -> None:
-        with self.lock:
-            counts, self.counts = self.counts, Counter()
-            self.last_flush = time.monotonic()
-        if not counts:
-            return
-        try:
-            from tasks.redis import redis_client
-
-            pipe = redis_client().pipeline(transaction=False)
-            for field, n in counts.items():
-                pipe.hincrby(COUNTERS_KEY, field, n)
-            pipe.execute()
-        except Exception:
-            logger.debug("metrics.flush_failed", exc_info=True)
-
-
-counters = CounterBuffer()
-
-
-def on_task_postrun(sender: Any = None, task: Any = None, state: str | None = None, **kwargs: Any) -> None:
-    if task is not None and state:
-        incr("task", task.name, state)
-
-
-def on_process_shutdown(**kwargs: Any) -> None:
-    counters.flush()
-
 
 class PlatformCollector(Collector):
-    def collect(self) -> Iterator[Any]:
-        from django.db.models import Count
-
-        from dlq import spool
-        from dlq.models import Alert, AlertStatus, DeadLetter, RedriveJob, RedriveJobStatus
-
+    def collect(self) -> Iterator[Metric]:
         by = GaugeMetricFamily("taskplatform_dead_letters", "Dead letters by status, reason and task.",
                                labels=["status", "reason", "task"])
         for status, reason, task, n in (DeadLetter.objects.values_list("status", "reason", "task_name")
@@ -102,8 +42,6 @@ class PlatformCollector(Collector):
         for where, n in sizes.items():
             spooled.add_metric([where], max(n, 0))
         yield spooled
-        from dlq.models import QuarantinedEntry
-
         yield GaugeMetricFamily("taskplatform_spool_quarantined", "Spooled operations Postgres refused for their "
                                 "content, waiting for a person.", value=QuarantinedEntry.objects.count())
 
@@ -112,10 +50,6 @@ class PlatformCollector(Collector):
             for kind in ("total", "done", "failed"):
                 jobs.add_metric([str(job.pk), job.action, kind], getattr(job, kind))
         yield jobs
-
-        from django.conf import settings
-
-        from tasks.backpressure import high_water_mark, queue_depth
 
         depth = GaugeMetricFamily("taskplatform_queue_depth", "Messages waiting in a queue (read at most once a second).",
                                   labels=["queue"])
@@ -128,8 +62,6 @@ class PlatformCollector(Collector):
             mark.add_metric([queue], high_water_mark(queue))
         yield depth
         yield mark
-
-        from tasks.outbox import outbox_stats
 
         waiting = outbox_stats()
         yield GaugeMetricFamily("taskplatform_outbox_rows", "Messages enqueue() committed that the relay has not "
@@ -151,13 +83,12 @@ class PlatformCollector(Collector):
         relayed = CounterMetricFamily("taskplatform_outbox_published", "Messages the outbox relays published.")
         relayed_total = 0
         try:
-            from tasks.redis import redis_client
-
             raw = redis_client().hgetall(COUNTERS_KEY)
         except Exception:
             raw = {}
         for field, value in raw.items():
-            parts = field.decode("utf-8", "replace").split(SEP)
+            # bytes from our client; redis-py's types allow str (a client with decode_responses).
+            parts = (field.decode("utf-8", "replace") if isinstance(field, bytes) else field).split(SEP)
             n = int(value)
             if parts[0] == "captured" and len(parts) == 3:
                 captured.add_metric(parts[1:], n)

@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.db.models import Value
 from knox.models import AbstractAuthToken
+
+from dlq.masking import search_text
+from tasks.failures import DeathReason as DeathReason  # DeadLetter.reason's choices: importable from here too
 
 
 class DeadLetterStatus(models.TextChoices):
@@ -17,17 +20,6 @@ class DeadLetterStatus(models.TextChoices):
     REQUEUED = "requeued", "Requeued"
     RESOLVED = "resolved", "Resolved"
     DISCARDED = "discarded", "Discarded"
-
-
-class DeathReason(models.TextChoices):
-    MAX_RETRIES_EXCEEDED = "max_retries_exceeded", "Retries exhausted"
-    NON_RETRYABLE = "non_retryable", "Non-retryable error"
-    TIME_LIMIT = "time_limit", "Time limit"
-    WORKER_LOST = "worker_lost", "Worker lost (poison pill)"
-    REJECTED = "rejected", "Rejected"
-    UNREGISTERED_TASK = "unregistered_task", "Unregistered task"
-    DECODE_ERROR = "decode_error", "Decode error"
-    INVALID_ARGUMENTS = "invalid_arguments", "Arguments do not fit the task"
 
 
 class DeadLetter(models.Model):
@@ -118,8 +110,6 @@ def search_vector(task_name: str, exception_type: str, exception_message: str, t
                   kwargs: Any) -> SearchVector:
     """The full-text vector, written with the row: built from masked arguments and bounded
     text (``dlq.masking.search_text``), so a search can never confirm a secret."""
-    from dlq.masking import search_text
-
     text = search_text(task_name=task_name, exception_type=exception_type, exception_message=exception_message,
                        traceback=traceback, args=args, kwargs=kwargs)
     return SearchVector(Value(text), config="simple")
@@ -154,6 +144,10 @@ class RedriveJobStatus(models.TextChoices):
     FINISHED = "finished", "Finished"
     CANCELLED = "cancelled", "Cancelled"
     FAILED = "failed", "Failed"
+
+
+#: A job in one of these statuses is over: it never runs again (services, pages, retention).
+TERMINAL_JOB_STATUSES = (RedriveJobStatus.FINISHED, RedriveJobStatus.CANCELLED, RedriveJobStatus.FAILED)
 
 
 class BulkAction(models.TextChoices):
@@ -229,44 +223,6 @@ class ReprocessPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"policy {self.task_name} ({'on' if self.enabled else 'off'})"
-
-
-class IdempotencyKey(models.Model):
-    """``enqueue(..., idempotency_key=K)``: the first task id written for ``K``, in the caller's
-    transaction (a rolled-back request leaves no key behind). A key belongs to its ``scope``
-    (the API user who sent it; empty for application code) and to one request: the same key
-    with another task, other arguments or another queue is a conflict, never a silent reuse."""
-
-    scope = models.CharField(max_length=150, blank=True, default="", help_text="user:<id> for API calls, '' for code.")
-    key = models.CharField(max_length=255, help_text="The producer's idempotency key.")
-    request_hash = models.CharField(max_length=64, blank=True, default="",
-                                    help_text="SHA-256 of the task name, arguments and queue it was used for.")
-    task_id = models.CharField(max_length=255, help_text="The task id published for it.")
-    task_name = models.CharField(max_length=255, help_text="The task it was for.")
-    created_at = models.DateTimeField(help_text="When the key was first used.")
-    expires_at = models.DateTimeField(help_text="After this the key may be used again.")
-
-    class Meta:
-        ordering = ("-created_at",)
-        indexes = [models.Index(fields=["expires_at"], name="dlq_idem_expires_idx")]
-        constraints = [models.UniqueConstraint(fields=["scope", "key"], name="dlq_idem_scope_key_uniq")]
-
-    def __str__(self) -> str:
-        return f"{self.scope}/{self.key} -> {self.task_id}"
-
-
-class EffectKey(models.Model):
-    """The ``tasks.idempotency.idempotent`` helper: a side effect done under this key."""
-
-    key = models.CharField(max_length=255, unique=True, help_text="Unique key of a task's side effect.")
-    created_at = models.DateTimeField(auto_now_add=True, help_text="When the effect was committed.")
-
-    class Meta:
-        ordering = ("-created_at",)
-        indexes = [models.Index(fields=["created_at"], name="dlq_effect_created_idx")]
-
-    def __str__(self) -> str:
-        return self.key
 
 
 class AlertKind(models.TextChoices):
@@ -354,7 +310,7 @@ class AuditEvent(models.Model):
         return f"{self.actor} {self.action} {self.object_type}:{self.object_id}"
 
 
-class ApiToken(AbstractAuthToken):
+class ApiToken(AbstractAuthToken):  # type: ignore[misc]  # django-rest-knox has no type hints
     """An API token (django-rest-knox): only its SHA-512 digest is stored, it expires
     (``API_TOKEN_TTL_DAYS`` unless issued with another expiry), and it can be revoked
     (deleted). ``last_used_at`` is written at most once a minute."""
@@ -376,7 +332,7 @@ class Role(models.TextChoices):
     ADMIN = "admin", "Admin"
 
 
-def user_role(user: settings.AUTH_USER_MODEL) -> str | None:  # type: ignore[valid-type]
+def user_role(user: User | AnonymousUser) -> Role | None:
     """The strongest role a user has (superusers are admins)."""
     if not getattr(user, "is_authenticated", False):
         return None

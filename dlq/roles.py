@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import Task
 from django.contrib.auth.models import Group, Permission
 
-from dlq.errors import Forbidden, NotFound, ValidationFailed
 from dlq.models import Role
+from tasks.errors import Forbidden, NotFound, ValidationFailed
+from tasks.registry import get_task
 
 VIEWER_PERMS = [
     "dlq.view_deadletter", "dlq.view_deadletterevent", "dlq.view_redrivejob", "dlq.view_alert",
@@ -27,7 +29,7 @@ ROLE_PERMS = {Role.VIEWER: VIEWER_PERMS, Role.OPERATOR: OPERATOR_PERMS, Role.ADM
 
 
 def ensure_role_groups() -> dict[str, Group]:
-    groups = {}
+    groups: dict[str, Group] = {}
     for role, perms in ROLE_PERMS.items():
         group, _ = Group.objects.get_or_create(name=role)
         wanted = []
@@ -52,14 +54,12 @@ def role_at_least(role: str | None, needed: str) -> bool:
     return role is not None and RANK[Role(role)] >= RANK[Role(needed)]
 
 
-def runnable_task(name: object, *, role: str | None) -> Any:
+def runnable_task(name: object, *, role: str | None) -> Task[Any, Any]:
     """The task ``name`` if ``role`` may run it by name: enqueue it, or requeue, edit or bulk
     requeue its dead letters. Operators run the allow-listed tasks (``enqueueable = True``);
     admins, and the system (reprocess policies, which admins set), every registered task but
     Celery's own and the platform's housekeeping. Raises ``ValidationFailed`` (400
     ``unknown_task``) for a name no task has, ``Forbidden`` (403 ``task_not_allowed``) otherwise."""
-    from tasks.registry import get_task
-
     try:
         task = get_task(name)
     except NotFound as exc:

@@ -1,36 +1,37 @@
 """Signal wiring, connected from ``DlqConfig.ready()``."""
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
+
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown, worker_ready
+from django.db import DatabaseError, InterfaceError, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from psycopg.pq import TransactionStatus
+
+from dlq.roles import ensure_role_groups
+from dlq.services.schedules import seed_schedules
+from dlq.spool import drain
+from tasks.counters import on_process_shutdown, on_task_postrun
 
 
 def create_role_groups(sender: Any, **kwargs: Any) -> None:
     """After every migrate (permissions exist by then): the viewer/operator/admin groups."""
     if getattr(sender, "label", None) != "dlq":
         return
-    from dlq.roles import ensure_role_groups
-    from dlq.schedules import seed_schedules
-
     ensure_role_groups()
     seed_schedules()
 
 
 def drain_spool_at_worker_start(sender: Any = None, **kwargs: Any) -> None:
     """Write what was spooled while Postgres was down, without delaying the worker's start."""
-    import threading
-
-    from dlq.spool import drain
-
     def run() -> None:
-        import logging
-
         try:
             drain()
         except Exception:
             logging.getLogger("dlq.spool").exception("dead_letter.spool_drain_failed at worker start")
         finally:
-            from django.db import connection
-
             connection.close()
 
     threading.Thread(target=run, name="dlq-spool-drain", daemon=True).start()
@@ -50,8 +51,6 @@ def recycle_db_connections(sender: Any = None, **kwargs: Any) -> None:
     """
     if getattr(getattr(sender, "request", None), "is_eager", False):
         return
-    from django.db import DatabaseError, InterfaceError, connections
-
     for conn in connections.all(initialized_only=True):
         conn.queries_log.clear()
         if conn.connection is None:
@@ -66,23 +65,17 @@ def recycle_db_connections(sender: Any = None, **kwargs: Any) -> None:
             conn.connection = None
 
 
-def _server_transaction_open(conn: Any) -> bool:
+def _server_transaction_open(conn: BaseDatabaseWrapper) -> bool:
     """True when the server side of ``conn`` is not idle (psycopg 3: in a transaction, in a
     failed one, still running a query, or in an unknown state)."""
     info = getattr(conn.connection, "info", None)
     status = getattr(info, "transaction_status", None)
     if status is None:
         return False
-    from psycopg.pq import TransactionStatus
-
     return bool(status != TransactionStatus.IDLE)
 
 
 def connect_signals() -> None:
-    from celery.signals import task_postrun, task_prerun, worker_process_shutdown, worker_ready
-
-    from dlq.metrics import on_process_shutdown, on_task_postrun
-
     task_prerun.connect(recycle_db_connections, dispatch_uid="dlq.recycle_db_connections.prerun")
     task_postrun.connect(recycle_db_connections, dispatch_uid="dlq.recycle_db_connections.postrun")
     worker_ready.connect(drain_spool_at_worker_start, dispatch_uid="dlq.drain_spool_at_worker_start")

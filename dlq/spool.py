@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError
+from django.db import DatabaseError, InterfaceError, connection, transaction
+
+from dlq.jsonsafe import raw_text
+from dlq.models import QuarantinedEntry
+from dlq.services import dead_letter_capture, dead_letter_requeued_run_succeeded
+from tasks.counters import incr
+from tasks.errors import NotFound
+from tasks.failures import CapturedFailure
+from tasks.redis import redis_client
 
 logger = logging.getLogger("dlq.spool")
 
@@ -48,12 +56,8 @@ def _encode(kind: str, payload: dict[str, Any]) -> str:
 
 def push(kind: str, payload: dict[str, Any]) -> str:
     """Keep an operation for later. Returns where it went: ``redis`` or ``file``."""
-    from dlq.metrics import incr
-
     entry = _encode(kind, payload)
     try:
-        from tasks.redis import redis_client
-
         redis_client().rpush(SPOOL_KEY, entry)
         incr("capture_errors", "redis")
         logger.warning("dead_letter.spooled kind=%s where=redis", kind, extra={"kind": kind})
@@ -113,8 +117,6 @@ def write_capture(failure: Any) -> str:
         error = exc
     # Written again with the refused values kept only as text: arguments in
     # ``raw_arguments``, no headers or options, the attempts reduced to the last.
-    from dlq.services import raw_text
-
     logger.error("dead_letter.capture_refused task_id=%s error=%r; storing its arguments as text", failure.task_id,
                  error, extra={"task_id": failure.task_id})
     reduced = dataclasses.replace(failure, args=None, kwargs=None, headers={}, options={},
@@ -130,10 +132,6 @@ def write_capture(failure: Any) -> str:
 
 
 def _write(failure: Any) -> None:
-    from django.db import transaction
-
-    from dlq.services import dead_letter_capture
-
     if transaction.get_connection().in_atomic_block:
         with transaction.atomic():  # a savepoint: a refused write leaves the caller's transaction usable
             dead_letter_capture(failure=failure)
@@ -142,8 +140,6 @@ def _write(failure: Any) -> None:
 
 
 def resolve_or_spool(*, dead_letter_id: int, task_id: str) -> str:
-    from dlq.services import dead_letter_requeued_run_succeeded
-
     try:
         dead_letter_requeued_run_succeeded(dead_letter_id=dead_letter_id, task_id=task_id)
         return "db"
@@ -155,8 +151,6 @@ def resolve_or_spool(*, dead_letter_id: int, task_id: str) -> str:
 
 
 def _reset_connection() -> None:
-    from django.db import connection
-
     try:
         connection.close()
     except Exception:  # the connection is already broken; closing it is best effort
@@ -174,8 +168,6 @@ def _apply(entry: dict[str, Any]) -> None:
     """Write one spooled operation. Raises DB_ERRORS when Postgres is unreachable (the drain
     stops and retries later); anything it cannot write for its content goes to the
     quarantine instead of raising."""
-    from dlq.services import CapturedFailure, dead_letter_requeued_run_succeeded
-
     kind, payload = entry["kind"], entry["payload"]
     if kind == "capture":
         write_capture(CapturedFailure(**payload))
@@ -192,9 +184,6 @@ def _apply(entry: dict[str, Any]) -> None:
 
 def quarantine(entry: dict[str, Any], error: BaseException) -> str:
     """Keep an operation Postgres refuses for its content out of the spool's way."""
-    from dlq.metrics import incr
-    from dlq.models import QuarantinedEntry
-
     payload = entry.get("payload") if isinstance(entry, dict) else None
     task_id = payload.get("task_id") if isinstance(payload, dict) else ""
     text = json.dumps(entry, default=str)  # ensure_ascii: NUL and lone surrogates escaped
@@ -208,12 +197,8 @@ def quarantine(entry: dict[str, Any], error: BaseException) -> str:
 
 def quarantine_retry(*, entry_id: int) -> str:
     """Write a quarantined operation again (after a fix); it leaves the quarantine once written."""
-    from dlq.models import QuarantinedEntry
-
     row = QuarantinedEntry.objects.filter(pk=entry_id).first()
     if row is None:
-        from dlq.errors import NotFound
-
         raise NotFound(f"quarantined entry {entry_id} does not exist")
     before = QuarantinedEntry.objects.count()
     _apply(json.loads(row.entry))
@@ -245,8 +230,6 @@ def _apply_or_quarantine(raw: str | bytes) -> None:
 
 
 def size() -> dict[str, int]:
-    from tasks.redis import redis_client
-
     files = len(list(spool_dir().glob("*.json"))) if spool_dir().exists() else 0
     try:
         in_redis = int(redis_client().llen(SPOOL_KEY))
@@ -272,8 +255,6 @@ def drain(limit: int = 10_000) -> int:
             return done
         path.unlink(missing_ok=True)
         done += 1
-
-    from tasks.redis import redis_client
 
     client = redis_client()
     token = uuid.uuid4().hex

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 
+from dlq.masking import mask_text
+
 
 class MaskSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from dlq.masking import mask_text
-
         try:
             message = record.getMessage()
         except Exception:  # a malformed log call: leave it to the formatter

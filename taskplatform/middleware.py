@@ -30,5 +30,5 @@ class StatementTimeoutMiddleware:
             if getattr(raw, "_taskplatform_timeout", None) != timeout:
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT set_config('statement_timeout', %s, false)", [f"{int(timeout)}ms"])
-                raw._taskplatform_timeout = timeout  # type: ignore[union-attr]
+                raw._taskplatform_timeout = timeout
         return self.get_response(request)

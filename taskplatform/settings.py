@@ -7,15 +7,17 @@ embedded services that ``./dev up`` started are read from ``.data/services.json`
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
+from devtools.embedded import discovered_urls
 from taskplatform import secure
-from taskplatform.embedded import discovered_urls
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -87,6 +89,9 @@ INSTALLED_APPS = [
     "tasks",
     "dashboard",
 ]
+if DEVELOPMENT:
+    # The demo and example tasks, the /demo/ page and seed_demo: development only.
+    INSTALLED_APPS.append("demo")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -110,6 +115,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
 # Every SQL statement of a web request stops after this long (taskplatform/middleware.py).
 WEB_STATEMENT_TIMEOUT_MS = env_int("WEB_STATEMENT_TIMEOUT_MS", 10_000)
 
@@ -155,8 +161,6 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT_OVERRIDE") or BASE_DIR / "staticfiles")
 if DEBUG:
-    import warnings
-
     # In development WhiteNoise serves from the apps (finders); no collectstatic needed.
     warnings.filterwarnings("ignore", message="No directory at")
 # Static files are served by WhiteNoise (compressed, cache-busting names) in production,
@@ -231,7 +235,7 @@ SPECTACULAR_SETTINGS = {
 # Request bodies above this are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024)
 
-# --- Celery (see README "Celery policy") ---
+# --- Celery (see docs/reference.md "Celery policy") ---
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or _embedded.get(
     "broker_url", "redis://127.0.0.1:6379/0"
 )
@@ -256,16 +260,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # older name of the same list.
 TASK_QUEUES = env_list("TASK_QUEUES", os.environ.get("CELERY_QUORUM_QUEUES", "celery"))
 # Redis only: fetch with kombu's Redis transport plus an atomic move into ``unacked``, so that a
-# worker killed between fetch and ack bookkeeping loses nothing (taskplatform/transport.py).
+# worker killed between fetch and ack bookkeeping loses nothing (tasks/broker/transport.py).
 CELERY_REDIS_ATOMIC_FETCH = env_bool("CELERY_REDIS_ATOMIC_FETCH", True)
 if CELERY_REDIS_ATOMIC_FETCH and CELERY_BROKER_URL.startswith("redis://"):
-    CELERY_BROKER_TRANSPORT = "taskplatform.transport:Transport"
+    CELERY_BROKER_TRANSPORT = "tasks.broker.transport:Transport"
 if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
     # RabbitMQ: quorum queues (replicated, and they count deliveries), publisher confirms,
     # and a delivery limit as the broker's own backstop against a poison message. The limit
     # is above our poison-pill cap, so the dead letter is recorded before RabbitMQ drops it.
-    from kombu import Queue
-
     DLQ_RABBITMQ_DELIVERY_LIMIT = env_int("DLQ_RABBITMQ_DELIVERY_LIMIT", 20)
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
@@ -305,7 +307,11 @@ CELERY_BEAT_SYNC_EVERY = 1  # persist last_run_at after every send, for a clean 
 DLQ_BEAT_LOCK_TTL = env_int("DLQ_BEAT_LOCK_TTL", 30)
 # Captures undecodable and unknown messages before Celery drops them (see dlq/consumer.py).
 CELERY_WORKER_CONSUMER = "dlq.consumer:CapturingConsumer"
-# Schedules live in the database (django-celery-beat), seeded by dlq/schedules.py.
+# Schedules live in the database (django-celery-beat), seeded by dlq/services/schedules.py.
+# The failure hook: the task runtime (tasks/) hands a task's death and a requeued run's success
+# to these callables (the domain's dead-letter capture, spooled while Postgres is down).
+TASK_FAILURE_HANDLER = "dlq.spool.capture_or_spool"
+TASK_REQUEUED_SUCCESS_HANDLER = "dlq.spool.resolve_or_spool"
 
 TASK_DEFAULT_MAX_RETRIES = env_int("TASK_DEFAULT_MAX_RETRIES", 5)
 # Backpressure (tasks/backpressure.py): queue=N,... overrides the default mark; 0 = off.

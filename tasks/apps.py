@@ -2,14 +2,11 @@ from django.apps import AppConfig
 
 
 class TasksConfig(AppConfig):
+    """The task runtime: ``PlatformTask``, ``enqueue()`` and its outbox, the relay, the broker
+    plumbing. The demo and example tasks are the ``demo`` app's (development only)."""
+
     name = "tasks"
     verbose_name = "Tasks"
 
     def ready(self) -> None:
-        # Register the demo and example tasks in every process (web too, the enqueue API
-        # looks them up by name), and only in development: they crash workers, sleep, charge
-        # example orders; production has none of them.
-        from django.conf import settings
-
-        if settings.DEVELOPMENT:
-            from tasks import demo, examples  # noqa: F401
+        from tasks import checks  # noqa: F401  (registers the failure hook's checks)

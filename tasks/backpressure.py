@@ -17,10 +17,13 @@ import logging
 import math
 import threading
 import time
-from functools import lru_cache
-from typing import Any
 
+from celery import current_app
 from django.conf import settings
+
+from tasks.broker.depth import fail_fast_connection
+from tasks.broker.depth import queue_depth as broker_queue_depth
+from tasks.outbox import outbox_depth
 
 logger = logging.getLogger("tasks.backpressure")
 
@@ -49,33 +52,9 @@ def high_water_mark(queue: str) -> int:
 def broker_depth(queue: str) -> int:
     """Messages waiting in the broker's ``queue``; raises when the broker cannot be read
     within ``BROKER_READ_TIMEOUT``."""
-    from kombu import Connection
-
-    from taskplatform.celery import app
-
-    url = app.conf.broker_url
-    if url.startswith(("redis://", "rediss://")):
-        client = _redis_for_depth(url)
-        sep = "\x06\x16"  # kombu's priority queue naming: celery, celery\x06\x163, ...
-        pipe = client.pipeline()
-        for suffix in ["", *(f"{sep}{p}" for p in range(1, 10))]:
-            pipe.llen(queue + suffix)
-        return int(sum(pipe.execute()))
-    options = {**(app.conf.broker_transport_options or {}), "max_retries": 0}
-    with Connection(url, connect_timeout=BROKER_READ_TIMEOUT, transport_options=options) as conn:
-        conn.ensure_connection(max_retries=1)
-        try:
-            _, count, _ = conn.default_channel.queue_declare(queue=queue, passive=True)
-            return int(count)
-        except conn.channel_errors:  # the queue does not exist yet: it is empty
-            return 0
-
-
-@lru_cache(maxsize=4)
-def _redis_for_depth(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url, socket_connect_timeout=BROKER_READ_TIMEOUT, socket_timeout=BROKER_READ_TIMEOUT)
+    with fail_fast_connection(current_app, timeout=BROKER_READ_TIMEOUT) as conn:
+        conn.ensure_connection(max_retries=0)
+        return broker_queue_depth(conn, queue) or 0
 
 
 def _broker_depth_or_last(queue: str) -> int:
@@ -100,8 +79,6 @@ def queue_depth(queue: str, *, fresh: bool = False) -> int:
         cached = _cache.get(queue)
     if cached and not fresh and now - cached[0] < CACHE_SECONDS:
         return cached[1]
-    from tasks.outbox import outbox_depth
-
     depth = _broker_depth_or_last(queue) + outbox_depth(queue)
     with _lock:
         _cache[queue] = (now, depth)

@@ -11,7 +11,8 @@ Policy (every attribute can be overridden per task, as with any Celery task opti
   which plain Celery also fails at once) are never retried: one attempt, reason
   ``invalid_arguments``. A ``TypeError`` raised *inside* the task is retried like any error.
 - When the task is finally given up on, ``on_failure`` records one dead letter
-  (``dlq.services.dead_letter_capture``), idempotently by task id. ``dead_letter = False``
+  (through the handler ``TASK_FAILURE_HANDLER`` names: the dead-letter capture),
+  idempotently by task id. ``dead_letter = False``
   turns that off for tasks whose failures nobody will act on.
 - Each attempt's error travels to the next attempt in a message header, so retries cost no
   database write; a requeued run carries the id of its dead letter and resolves it on success.
@@ -25,7 +26,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from billiard.common import terminate_handler_fired
+from billiard.common import terminate_handler_fired  # type: ignore[attr-defined]  # not in billiard's stubs
 from billiard.einfo import ExceptionInfo
 from celery import Task
 from celery.contrib.django.task import DjangoTask
@@ -35,17 +36,17 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from dlq.capture import (
+from tasks.failures import (
     ATTEMPTS_HEADER,
     DEAD_LETTER_HEADER,
+    DeathReason,
     attempts_with,
-    delivery_queue,
-    qualified_name,
-    request_headers,
-    request_options,
-    workflow_ids,
+    capture_failure,
+    int_or_none,
+    requeued_run_succeeded,
 )
-from dlq.models import DeathReason
+from tasks.redis import redis_client
+from tasks.registry import task_signature
 
 logger = logging.getLogger("tasks")
 
@@ -62,7 +63,7 @@ class InvalidArguments(TypeError):
 NEVER_RETRIED: tuple[type[BaseException], ...] = (Reject, SoftTimeLimitExceeded, TimeLimitExceeded, InvalidArguments)
 
 
-class PlatformTask(DjangoTask):  # type: ignore[misc]
+class PlatformTask(DjangoTask[Any, Any]):
     acks_late = True
     reject_on_worker_lost = True
     max_retries = settings.TASK_DEFAULT_MAX_RETRIES
@@ -126,14 +127,12 @@ class PlatformTask(DjangoTask):  # type: ignore[misc]
         return terminate_handler_fired() and not getattr(self.request, "dlq_terminated_before", False)
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
-        self.request.dlq_terminated_before = terminate_handler_fired()
+        self.request.dlq_terminated_before = terminate_handler_fired()  # type: ignore[attr-defined]  # our mark on Celery's Context
         # A beat tick sent twice (two beats around a leader change) carries the same
         # schedule name and scheduled time: only the first message runs (see dlq/beat.py).
         schedule = getattr(self.request, "dlq_schedule", None)
         if schedule is None:
             return
-        from tasks.redis import redis_client
-
         key = f"beat:ran:{schedule}:{getattr(self.request, 'dlq_scheduled_at', '')}"
         client = redis_client()
         if not client.set(key, task_id, nx=True, ex=7 * 86400) and client.get(key) != task_id.encode():
@@ -141,7 +140,7 @@ class PlatformTask(DjangoTask):  # type: ignore[misc]
                            extra={"task_id": task_id, "schedule": schedule})
             raise Ignore()
 
-    def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None, throw: bool = True,
+    def retry(self, args: Any = None, kwargs: Any = None, exc: Exception | None = None, throw: bool = True,
               eta: Any = None, countdown: Any = None, max_retries: int | None = None, **options: Any) -> Any:
         if exc is not None and self.terminated_during_run():
             # The parent cancelled this run (see ``terminated_during_run``): it comes back,
@@ -157,85 +156,40 @@ class PlatformTask(DjangoTask):  # type: ignore[misc]
                                  max_retries=max_retries, headers=headers, **options)
         except Reject as rejected:
             # Celery could not publish the retry and answers Reject(requeue=False), which
-            # drops the message.
-            if rejected.requeue or not self.dead_letter:
+            # drops the message. (celery-types does not declare Reject's attributes.)
+            reason: Any = rejected.reason  # type: ignore[attr-defined]
+            if rejected.requeue or not self.dead_letter:  # type: ignore[attr-defined]
                 raise
-            if isinstance(rejected.reason, BROKER_UNREACHABLE):
+            if isinstance(reason, BROKER_UNREACHABLE):
                 # The broker is down. The message being retried is still unacked there: hand
                 # it back instead (or, when the main process cannot reach the broker either,
                 # it comes back after the visibility timeout) and the attempt runs again.
                 # Dead-lettering it here would end the task both dead and, once the message
                 # is redelivered, done (chaos F12).
-                logger.warning("task.retry_unpublished_requeued task_id=%s: %s", self.request.id, rejected.reason,
+                logger.warning("task.retry_unpublished_requeued task_id=%s: %s", self.request.id, reason,
                                extra={"task_id": self.request.id})
-                raise Reject(rejected.reason, requeue=True) from rejected
+                raise Reject(reason, requeue=True) from rejected  # type: ignore[arg-type]  # Celery keeps any reason
             # Anything else (the retry cannot be built or serialized) would fail again: record
             # the dead letter here, in the pool process, before the message is dropped.
-            capture_failure(self, exc or rejected, self.request.id, self.request.args, self.request.kwargs, None,
+            capture_failure(self, exc or rejected, str(self.request.id), self.request.args, self.request.kwargs, None,
                             reason=DeathReason.REJECTED,
-                            attempts=attempts_with(self.request, exc, message=f"retry could not be published: {rejected.reason}"))
+                            attempts=attempts_with(self.request, exc, message=f"retry could not be published: {reason}"))
             raise
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         dead_letter_id = getattr(self.request, DEAD_LETTER_HEADER, None)
         if dead_letter_id is not None:
-            # A requeued run succeeded. Spooled, not raised, when Postgres is down: raising
-            # here would make Celery treat the successful run as a failure.
-            from dlq.spool import resolve_or_spool
-
-            if _int_or_none(dead_letter_id) is not None:
-                resolve_or_spool(dead_letter_id=int(dead_letter_id), task_id=task_id)
+            # A requeued run succeeded: the handler the settings name resolves its dead letter
+            # (spooled, not raised, when Postgres is down: raising here would make Celery
+            # treat the successful run as a failure).
+            if int_or_none(dead_letter_id) is not None:
+                requeued_run_succeeded(dead_letter_id=int(dead_letter_id), task_id=task_id)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo) -> None:
         if self.dead_letter and not self.terminated_during_run():
             capture_failure(self, exc, task_id, args, kwargs, einfo, reason=self.death_reason(exc))
-        super().on_failure(exc, task_id, args, kwargs, einfo)
+        super().on_failure(exc, task_id, args, kwargs, einfo)  # type: ignore[arg-type]  # Celery passes any BaseException
 
 
-def _signature(task: Task) -> str:
-    from tasks.registry import task_signature
-
+def _signature(task: Task[Any, Any]) -> str:
     return str(task_signature(task))
-
-
-def capture_failure(task: Task, exc: BaseException, task_id: str, args: Any, kwargs: Any,
-                    einfo: ExceptionInfo | None, *, reason: str, request: Any = None,
-                    attempts: list[dict[str, Any]] | None = None) -> str:
-    """Build the dead letter of ``task``'s request (default: the current one) and write it,
-    or spool it when Postgres is down. Returns where it went (``db``, ``redis``, ``file``)."""
-    from dlq.services import CapturedFailure
-    from dlq.spool import capture_or_spool
-
-    request = task.request if request is None else request
-    queue, routing_key = delivery_queue(getattr(request, "delivery_info", None))
-    dead_letter_id = getattr(request, DEAD_LETTER_HEADER, None)
-    root_id, parent_id, group_id = workflow_ids(request)
-    failure = CapturedFailure(
-        task_id=task_id,
-        task_name=task.name,
-        reason=reason,
-        exception_type=qualified_name(type(exc)),
-        exception_message=str(exc),
-        traceback=str(einfo.traceback) if einfo is not None else "",
-        queue=queue,
-        routing_key=routing_key,
-        args=list(args) if isinstance(args, (list, tuple)) else None,
-        kwargs=dict(kwargs) if isinstance(kwargs, dict) else None,
-        headers=request_headers(request),
-        options=request_options(request, task),
-        attempts=attempts if attempts is not None else attempts_with(request, exc),
-        retries=int(getattr(request, "retries", 0) or 0),
-        dead_letter_id=_int_or_none(dead_letter_id),
-        root_id=root_id,
-        parent_id=parent_id,
-        group_id=group_id,
-    )
-    return capture_or_spool(failure)
-
-
-def _int_or_none(value: Any) -> int | None:
-    """The dead-letter link of a requeued run (a header any producer could set)."""
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None

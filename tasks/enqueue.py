@@ -26,7 +26,10 @@ from django.conf import settings
 from kombu.exceptions import EncodeError
 from kombu.utils.json import dumps as kombu_dumps
 
-from dlq.errors import ValidationFailed
+from tasks.backpressure import check_capacity
+from tasks.errors import ValidationFailed
+from tasks.outbox import OutboxRow, outbox_insert
+from tasks.registry import get_task
 
 # A countdown/ETA must stay below the broker's visibility timeout, or Redis redelivers the
 # message to a second worker while the first still holds it (celery#4400): keep a margin.
@@ -38,7 +41,7 @@ def max_countdown() -> int:
 
 
 def enqueue(
-    task: str | Task,
+    task: str | Task[Any, Any],
     *,
     args: Sequence[Any] = (),
     kwargs: dict[str, Any] | None = None,
@@ -53,7 +56,7 @@ def enqueue(
     Returns the task id; the task never starts before the rows its caller wrote are
     committed (celery#9617). Costs one ``INSERT``. With ``idempotency_key``, the same key
     within ``IDEMPOTENCY_KEY_TTL`` for the same task, arguments and queue returns the first
-    task id and writes nothing; for another request it raises ``dlq.errors.Conflict``. Raises
+    task id and writes nothing; for another request it raises ``tasks.errors.Conflict``. Raises
     ``tasks.backpressure.QueueFull`` when the target queue (broker and outbox together) is
     over its high-water mark.
     """
@@ -62,7 +65,7 @@ def enqueue(
 
 
 def enqueue_once(
-    task: str | Task,
+    task: str | Task[Any, Any],
     *,
     args: Sequence[Any] = (),
     kwargs: dict[str, Any] | None = None,
@@ -77,10 +80,6 @@ def enqueue_once(
     with the same idempotency key, for the same task, arguments and queue, did, and its task
     id is returned). ``idempotency_scope`` keeps one client's keys apart from another's (the
     API passes its user); the same key in one scope for another request raises ``Conflict``."""
-    from tasks.backpressure import check_capacity
-    from tasks.outbox import OutboxRow, outbox_insert
-    from tasks.registry import get_task
-
     task_obj = get_task(task) if isinstance(task, str) else task
     options: dict[str, Any] = {}
     if countdown is not None:

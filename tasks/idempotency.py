@@ -27,7 +27,7 @@ from contextlib import contextmanager
 
 from django.db import connection, transaction
 
-from dlq.models import EffectKey
+from tasks.models import EffectKey
 
 
 @contextmanager

@@ -1,21 +1,7 @@
-"""The task layer's tables: the outbox of enqueue(), and the example tasks' application data."""
+"""The task runtime's tables: the outbox of enqueue() and its idempotency keys, and the effect
+keys of ``tasks.idempotency``."""
 from django.db import models
 from django.db.models.functions import Now
-
-
-class LedgerEntry(models.Model):
-    """A side effect that must happen once: written by ``tasks.examples.charge_order``."""
-
-    order_id = models.CharField(max_length=64, help_text="The order charged.")
-    amount_cents = models.PositiveIntegerField(help_text="Amount charged.")
-    created_at = models.DateTimeField(auto_now_add=True, help_text="When.")
-
-    class Meta:
-        ordering = ("-created_at",)
-        indexes = [models.Index(fields=["order_id"], name="tasks_ledger_order_idx")]
-
-    def __str__(self) -> str:
-        return f"{self.order_id}: {self.amount_cents}"
 
 
 class OutboxMessage(models.Model):
@@ -46,3 +32,43 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name}[{self.task_id}] waiting since {self.created_at}"
+
+
+class IdempotencyKey(models.Model):
+    """``enqueue(..., idempotency_key=K)``: the first task id written for ``K``, in the caller's
+    transaction (a rolled-back request leaves no key behind). A key belongs to its ``scope``
+    (the API user who sent it; empty for application code) and to one request: the same key
+    with another task, other arguments or another queue is a conflict, never a silent reuse."""
+
+    scope = models.CharField(max_length=150, blank=True, default="", help_text="user:<id> for API calls, '' for code.")
+    key = models.CharField(max_length=255, help_text="The producer's idempotency key.")
+    request_hash = models.CharField(max_length=64, blank=True, default="",
+                                    help_text="SHA-256 of the task name, arguments and queue it was used for.")
+    task_id = models.CharField(max_length=255, help_text="The task id published for it.")
+    task_name = models.CharField(max_length=255, help_text="The task it was for.")
+    created_at = models.DateTimeField(help_text="When the key was first used.")
+    expires_at = models.DateTimeField(help_text="After this the key may be used again.")
+
+    class Meta:
+        db_table = "dlq_idempotencykey"  # made by the dlq app, before the runtime had its own models
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["expires_at"], name="dlq_idem_expires_idx")]
+        constraints = [models.UniqueConstraint(fields=["scope", "key"], name="dlq_idem_scope_key_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.scope}/{self.key} -> {self.task_id}"
+
+
+class EffectKey(models.Model):
+    """The ``tasks.idempotency.idempotent`` helper: a side effect done under this key."""
+
+    key = models.CharField(max_length=255, unique=True, help_text="Unique key of a task's side effect.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the effect was committed.")
+
+    class Meta:
+        db_table = "dlq_effectkey"  # made by the dlq app, before the runtime had its own models
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["created_at"], name="dlq_effect_created_idx")]
+
+    def __str__(self) -> str:
+        return self.key

@@ -10,7 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from tasks.models import OutboxMessage
+from tasks.errors import Conflict
+from tasks.models import IdempotencyKey, OutboxMessage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,9 +35,6 @@ def outbox_insert(row: OutboxRow) -> tuple[str, bool]:
     Returns the task id that owns the key (this one, or the first) and whether a row was
     written; raises ``Conflict`` (``idempotency_key_reused``) when the key, in its scope, was
     used for another task, other arguments or another queue."""
-    from dlq.errors import Conflict
-    from dlq.models import IdempotencyKey
-
     outbox = OutboxMessage._meta.db_table
     columns = "task_id, task_name, queue, payload, headers, options, idempotency_key"
     values = [row.task_id, row.task_name, row.queue, row.payload, row.headers, json.dumps(row.options),

@@ -12,13 +12,14 @@ from __future__ import annotations
 from celery import current_app
 from django.conf import settings
 
-from dlq.errors import ValidationFailed
+from tasks.errors import ValidationFailed
 
 
 def known_queues() -> set[str]:
     names = {settings.CELERY_TASK_DEFAULT_QUEUE, *settings.TASK_QUEUES}
     names.update(q.name for q in getattr(settings, "CELERY_TASK_QUEUES", None) or [])
-    names.update(t.queue for t in current_app.tasks.values() if isinstance(getattr(t, "queue", None), str))
+    routed = (getattr(task, "queue", None) for task in current_app.tasks.values())  # a task's own queue option
+    names.update(queue for queue in routed if isinstance(queue, str))
     return names
 
 

@@ -8,17 +8,18 @@ from typing import Any
 from celery import Task, current_app
 from django.conf import settings
 
-from dlq.errors import NotFound, ValidationFailed
+from tasks.errors import NotFound, ValidationFailed
 
 
-def get_task(name: str) -> Task:
+def get_task(name: object) -> Task[Any, Any]:
+    """The registered task ``name`` (any value: API input is checked here), else ``NotFound``."""
     task = current_app.tasks.get(name) if isinstance(name, str) else None
     if task is None:
         raise NotFound(f"unknown task {name!r}", code="unknown_task", fields={"task": ["not a registered task"]})
     return task
 
 
-def enqueueable_tasks() -> dict[str, Task]:
+def enqueueable_tasks() -> dict[str, Task[Any, Any]]:
     """Allow-listed tasks: project tasks that set ``enqueueable = True``."""
     return {
         name: task
@@ -27,7 +28,7 @@ def enqueueable_tasks() -> dict[str, Task]:
     }
 
 
-def get_enqueueable_task(name: str) -> Task:
+def get_enqueueable_task(name: object) -> Task[Any, Any]:
     if not isinstance(name, str) or name not in enqueueable_tasks():
         raise ValidationFailed(
             f"task {name!r} is not enqueueable", code="unknown_task", fields={"task": ["not an enqueueable task"]}
@@ -35,18 +36,18 @@ def get_enqueueable_task(name: str) -> Task:
     return enqueueable_tasks()[name]
 
 
-def task_signature(task: Task) -> inspect.Signature:
+def task_signature(task: Task[Any, Any]) -> inspect.Signature:
     try:
         return inspect.signature(task.run, eval_str=True)
     except (NameError, TypeError, SyntaxError):  # annotations that cannot be evaluated here
         return inspect.signature(task.run)
 
 
-def describe_signature(task: Task) -> str:
+def describe_signature(task: Task[Any, Any]) -> str:
     return f"{task.name}{task_signature(task)}"
 
 
-def bind_arguments(task: Task, args: Any, kwargs: Any, *, size_limit: bool = True) -> None:
+def bind_arguments(task: Task[Any, Any], args: Any, kwargs: Any, *, size_limit: bool = True) -> None:
     """Raise ``ValidationFailed`` unless ``args``/``kwargs`` bind to the task's signature (and,
     with ``size_limit``, fit in ``TASK_MAX_ARGUMENTS_BYTES``: the limit of what people send;
     a requeue sends again what was in the broker, whatever its size)."""

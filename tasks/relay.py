@@ -10,7 +10,7 @@ poll interval (the fallback when a notification is missed), runs batches:
    RETURNING ...`` in one transaction: the rows of the batch are locked and, for every other
    relay, already gone (``SKIP LOCKED``), so several relays on several hosts share the work and
    never take the same row in the normal path;
-2. the messages are published (``tasks.publish``: pipelined ``LPUSH`` batches on Redis, exactly
+2. the messages are published (``tasks.broker.publish``: pipelined ``LPUSH`` batches on Redis, exactly
    the messages ``apply_async`` builds; ``send_task`` one by one elsewhere, with publisher
    confirms on RabbitMQ, see the settings);
 3. the transaction commits: the delete becomes final only after the broker took the batch.
@@ -32,17 +32,21 @@ import select
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connection, transaction
 from kombu.utils.json import loads as kombu_loads
 
 from tasks.base import BROKER_UNREACHABLE
+from tasks.broker.message import OutgoingTask
+from tasks.broker.publish import Publisher, publish_context
+from tasks.counters import incr
 from tasks.models import OutboxMessage
-from tasks.publish import OutgoingTask, Publisher, publish_context
 
 logger = logging.getLogger("tasks.relay")
 
@@ -89,9 +93,9 @@ class Relay:
         self.heartbeat_path = Path(heartbeat_path or settings.OUTBOX_RELAY_HEARTBEAT_FILE)
         self.table = OutboxMessage._meta.db_table
         self.published = 0
-        self._listener: Any = None
+        self._listener: psycopg.Connection[Any] | None = None
         self._publisher: Publisher | None = None
-        self._publisher_cm: Any = None
+        self._publisher_cm: AbstractContextManager[Publisher] | None = None
         self._last_beat = 0.0
         self._failing_since: float | None = None
 
@@ -181,8 +185,6 @@ class Relay:
     @staticmethod
     def _count(n: int) -> None:
         if n:
-            from dlq.metrics import incr
-
             incr("outbox", "published", amount=n)
 
     def drain(self) -> int:
@@ -268,11 +270,9 @@ class Relay:
                 self._close_listener()
                 listener = None
 
-    def _listen(self) -> Any:
+    def _listen(self) -> psycopg.Connection[Any] | None:
         if self._listener is not None:
             return self._listener
-        import psycopg
-
         params = connection.get_connection_params()
         params.pop("cursor_factory", None)
         params.pop("context", None)

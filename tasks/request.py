@@ -27,8 +27,8 @@ from billiard.exceptions import WorkerLostError
 from celery.exceptions import Reject
 from celery.worker.request import Request
 
-from dlq.capture import attempt_record, bounded, previous_attempts
-from dlq.models import DeathReason
+from tasks.failures import DeathReason, attempt_record, bounded, capture_failure, previous_attempts
+from tasks.redis import redis_client
 
 logger = logging.getLogger("tasks.request")
 
@@ -36,18 +36,20 @@ LOST_KEY = "dlq:lost:{task_id}"
 LOST_TTL = 7 * 24 * 3600
 
 
-class PlatformRequest(Request):  # type: ignore[misc]
+class PlatformRequest(Request):
+    # ``_context``, ``_already_cancelled`` and ``_already_revoked`` are Celery's own attributes
+    # of a Request that celery-types does not declare (hence the attr-defined ignores below).
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if soft:
             return super().on_timeout(soft, timeout)
-        self.task.request_stack.push(self._context)
+        self.task.request_stack.push(self._context)  # type: ignore[attr-defined]
         try:
             super().on_timeout(soft, timeout)
         finally:
             self.task.request_stack.pop()
 
     def on_failure(self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False) -> None:
-        if self._already_cancelled and self.task.acks_late:
+        if self._already_cancelled and self.task.acks_late:  # type: ignore[attr-defined]
             # We terminated this run after losing the broker connection, and Celery leaves
             # such a message unacked so that it is delivered again. Celery does so only when
             # the child reports the SystemExit; a task that turned it into another exception
@@ -58,7 +60,7 @@ class PlatformRequest(Request):  # type: ignore[misc]
         exc = getattr(exc_info, "exception", None)
         exc = getattr(exc, "exc", exc)  # ExceptionWithTraceback
         if getattr(self.task, "dead_letter", False):
-            if isinstance(exc, Reject) and not exc.requeue:
+            if isinstance(exc, Reject) and not exc.requeue:  # type: ignore[attr-defined]
                 self._capture(exc, exc_info, DeathReason.REJECTED)
             elif (isinstance(exc, WorkerLostError) or isinstance(exc, (SystemExit, KeyboardInterrupt))) \
                     and self._poison_pill(exc, exc_info):
@@ -67,19 +69,15 @@ class PlatformRequest(Request):  # type: ignore[misc]
 
     def _capture(self, exc: BaseException, exc_info: ExceptionInfo | None, reason: str,
                  attempts: list[dict[str, Any]] | None = None) -> str:
-        from tasks.base import capture_failure
-
         return capture_failure(self.task, exc, self.id, self.args, self.kwargs, exc_info,
-                               reason=reason, request=self._context, attempts=attempts)
+                               reason=reason, request=self._context, attempts=attempts)  # type: ignore[attr-defined]
 
     def _poison_pill(self, exc: BaseException, exc_info: ExceptionInfo) -> bool:
         """Count this loss; past the cap, dead-letter and ack. True when handled here."""
-        if self._already_cancelled or self._already_revoked:
+        if self._already_cancelled or self._already_revoked:  # type: ignore[attr-defined]
             return False
         if not (self.task.acks_late and self.task.reject_on_worker_lost):
             return False
-        from tasks.redis import redis_client
-
         key = LOST_KEY.format(task_id=self.id)
         record = attempt_record(0, None, self.hostname, exception_type="billiard.exceptions.WorkerLostError",
                                 message=str(exc) or "worker process lost")
@@ -101,7 +99,7 @@ class PlatformRequest(Request):  # type: ignore[misc]
                        extra={"task_id": self.id, "losses": losses})
         if losses <= cap:
             return False
-        previous = previous_attempts(self._context)
+        previous = previous_attempts(self._context)  # type: ignore[attr-defined]
         # Losses before the trimmed history still count in the numbering.
         base = (previous[-1]["number"] if previous else 0) + max(0, losses - len(history))
         for offset, item in enumerate(history, start=1):

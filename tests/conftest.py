@@ -82,8 +82,8 @@ def broker_down(monkeypatch: Any) -> str:
 
     from kombu import Connection
 
+    from devtools.embedded import free_port
     from taskplatform.celery import app
-    from taskplatform.embedded import free_port
 
     dead_url = f"redis://127.0.0.1:{free_port()}/0"
 

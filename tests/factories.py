@@ -6,8 +6,8 @@ from datetime import timedelta
 import factory
 from django.utils import timezone
 
-from dlq.capture import fingerprint
 from dlq.models import DeadLetter
+from tasks.failures import fingerprint
 
 
 class DeadLetterFactory(factory.django.DjangoModelFactory):

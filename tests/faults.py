@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from taskplatform.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -36,7 +36,7 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = log_path or ROOT / ".data" / "test-logs" / f"{self.name.split('@')[0]}.log"
 
-    def start(self, timeout: float = 60.0) -> "Worker":
+    def start(self, timeout: float = 60.0) -> Worker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
@@ -119,7 +119,7 @@ class RelayProcess:
         self.log_path = log_path or ROOT / ".data" / "test-logs" / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self.heartbeat = self.log_path.with_suffix(".heartbeat")
 
-    def start(self, timeout: float = 30.0) -> "RelayProcess":
+    def start(self, timeout: float = 30.0) -> RelayProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.heartbeat.unlink(missing_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATABASE_URL": self.env.get("DATABASE_URL") or database_url(),

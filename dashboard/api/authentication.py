@@ -4,8 +4,8 @@ minute per token."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
+from django.contrib.auth.models import User
 from django.utils import timezone
 from knox.auth import TokenAuthentication
 
@@ -24,7 +24,7 @@ class ApiTokenAuthentication(TokenAuthentication):  # type: ignore[misc]
             return True
         return False
 
-    def validate_user(self, auth_token: ApiToken) -> tuple[Any, ApiToken]:
+    def validate_user(self, auth_token: ApiToken) -> tuple[User, ApiToken]:
         user, token = super().validate_user(auth_token)
         now = timezone.now()
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_EVERY:

@@ -10,10 +10,10 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from dashboard.api.parsers import PayloadTooLarge
-from dlq.errors import ServiceError
+from tasks.errors import ServiceError
 
 
-def error_response(code: str, message: str, http_status: int, fields: Any = None,
+def error_response(code: str, message: str, http_status: int, fields: object = None,
                    headers: dict[str, str] | None = None) -> Response:
     body: dict[str, Any] = {"code": code, "message": message}
     if fields:

@@ -2,6 +2,7 @@
 every JSON input has (``dlq.jsonsafe.parse_json``)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import IO, Any
 
 from django.conf import settings
@@ -9,8 +10,8 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
 
-from dlq.errors import ValidationFailed
 from dlq.jsonsafe import parse_json
+from tasks.errors import ValidationFailed
 
 
 class PayloadTooLarge(APIException):
@@ -21,7 +22,7 @@ class PayloadTooLarge(APIException):
 
 class StrictJSONParser(JSONParser):
     def parse(self, stream: IO[bytes] | None, media_type: str | None = None,
-              parser_context: dict[str, Any] | None = None) -> Any:
+              parser_context: Mapping[str, Any] | None = None) -> Any:  # any JSON value
         if stream is None:
             return {}
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE

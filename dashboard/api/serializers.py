@@ -5,7 +5,10 @@ from typing import Any
 from rest_framework import serializers
 
 from dlq.masking import mask, masked_dead_letter
-from dlq.models import BulkAction, DeadLetter, DeadLetterEvent, DeathReason, RedriveJob, ReprocessPolicy
+from dlq.models import BulkAction, DeadLetter, DeadLetterEvent, RedriveJob, ReprocessPolicy
+from dlq.selectors import Workflow, dead_letter_workflow
+from dlq.services import reprocess_policy_validate
+from tasks.errors import ValidationFailed
 
 
 class StrictJSONField(serializers.JSONField):
@@ -26,14 +29,17 @@ class MaskedJSONField(serializers.JSONField):
         return mask(value)
 
 
-QUEUE_FIELD = {"regex": r"^[A-Za-z0-9_.:\-]{1,255}$"}
+#: A queue name is checked in one place, ``tasks.queues.validate_queue`` (the configured queues),
+#: by the services every shell calls: here only its type and length.
+def queue_field() -> serializers.CharField:
+    return serializers.CharField(max_length=255, required=False, help_text="A configured queue (400 unknown_queue otherwise).")
 
 
 class EnqueueSerializer(serializers.Serializer[dict[str, Any]]):
     task = serializers.CharField(max_length=255)
     args = StrictJSONField(json_type=list, required=False, default=list)
     kwargs = StrictJSONField(json_type=dict, required=False, default=dict)
-    queue = serializers.RegexField(**QUEUE_FIELD, required=False)
+    queue = queue_field()
     countdown = serializers.FloatField(required=False, min_value=0)
     idempotency_key = serializers.CharField(required=False, max_length=255)
 
@@ -55,11 +61,11 @@ class DeadLetterListSerializer(serializers.ModelSerializer[DeadLetter]):
 
     class Meta:
         model = DeadLetter
-        fields = ("id", "task_id", "task_name", "queue", "status", "reason", "exception_type", "exception_message",
+        fields: tuple[str, ...] = ("id", "task_id", "task_name", "queue", "status", "reason", "exception_type", "exception_message",
                   "root_id", "parent_id", "group_id", "args", "kwargs", "retries", "requeue_count", "last_requeued_task_id", "auto_requeue_count",
                   "last_auto_requeued_at", "fingerprint", "first_failed_at", "last_failed_at", "version",
                   "created_at", "updated_at")
-        read_only_fields = fields
+        read_only_fields: tuple[str, ...] = fields
 
 
 class DeadLetterDetailSerializer(DeadLetterListSerializer):
@@ -79,16 +85,14 @@ class DeadLetterDetailSerializer(DeadLetterListSerializer):
     def get_arguments_stored_as_text(self, obj: DeadLetter) -> bool:
         return obj.raw_arguments is not None
 
-    def get_workflow(self, obj: DeadLetter) -> dict[str, Any]:
-        from dlq.selectors import dead_letter_workflow
-
+    def get_workflow(self, obj: DeadLetter) -> Workflow:
         return dead_letter_workflow(obj)
 
 
 class DeadLetterUpdateSerializer(serializers.Serializer[dict[str, Any]]):
     args = StrictJSONField(json_type=list, required=False)
     kwargs = StrictJSONField(json_type=dict, required=False)
-    queue = serializers.RegexField(**QUEUE_FIELD, required=False)
+    queue = queue_field()
     reason = serializers.CharField(max_length=2000)
     version = serializers.IntegerField(min_value=1)
 
@@ -99,7 +103,7 @@ class ReasonSerializer(serializers.Serializer[dict[str, Any]]):
 
 class RequeueSerializer(serializers.Serializer[dict[str, Any]]):
     reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
-    queue = serializers.RegexField(**QUEUE_FIELD, required=False)
+    queue = queue_field()
     version = serializers.IntegerField(min_value=1, required=False,
                                        help_text="The version you read: 409 stale_version if the row changed since.")
 
@@ -107,11 +111,12 @@ class RequeueSerializer(serializers.Serializer[dict[str, Any]]):
 class BulkSerializer(serializers.Serializer[dict[str, Any]]):
     action = serializers.ChoiceField(choices=BulkAction.choices)
     ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=10_000)
-    filter = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=1000), required=False)
+    # Checked by the bulk service through dlq.filters (the list's filters, the same messages).
+    filter = serializers.DictField(required=False, help_text="The list's filters by name, e.g. {\"status\": \"dead\"}.")
     reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
     dry_run = serializers.BooleanField(required=False, default=False)
     rate_limit = serializers.FloatField(required=False, min_value=0.001, max_value=1_000_000)
-    queue = serializers.RegexField(**QUEUE_FIELD, required=False)
+    queue = queue_field()
 
 
 class EventSerializer(serializers.ModelSerializer[DeadLetterEvent]):
@@ -157,13 +162,17 @@ class GroupSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class ReprocessPolicySerializer(serializers.ModelSerializer[ReprocessPolicy]):
-    reasons = serializers.ListField(child=serializers.ChoiceField(choices=DeathReason.choices), required=False,
-                                    max_length=20)
-    exception_types = serializers.ListField(child=serializers.CharField(max_length=255), required=False, max_length=50)
-    backoff_factor = serializers.FloatField(min_value=1.0, max_value=100.0, required=False)
-    cooldown_seconds = serializers.IntegerField(min_value=0, max_value=30 * 86400, required=False)
-    max_auto_requeues = serializers.IntegerField(min_value=0, max_value=1000, required=False)
-    circuit_max_failures_per_minute = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    """Reads JSON into typed values; the rules (registered task, one policy per task, ranges,
+    known reasons) are the service's, ``dlq.services.reprocess_policy_validate``, which the
+    pages and the admin call too. Its field errors come back as this serializer's."""
+
+    task_name = serializers.CharField()
+    reasons = serializers.ListField(child=serializers.CharField(), required=False)
+    exception_types = serializers.ListField(child=serializers.CharField(), required=False)
+    backoff_factor = serializers.FloatField(required=False)
+    cooldown_seconds = serializers.IntegerField(required=False)
+    max_auto_requeues = serializers.IntegerField(required=False)
+    circuit_max_failures_per_minute = serializers.IntegerField(required=False)
 
     class Meta:
         model = ReprocessPolicy
@@ -171,11 +180,8 @@ class ReprocessPolicySerializer(serializers.ModelSerializer[ReprocessPolicy]):
                   "max_auto_requeues", "circuit_max_failures_per_minute", "enabled", "created_at", "updated_at")
         read_only_fields = ("id", "created_at", "updated_at")
 
-    def validate_task_name(self, value: str) -> str:
-        from tasks.registry import get_task
-
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         try:
-            get_task(value)
-        except Exception:
-            raise serializers.ValidationError("not a registered task") from None
-        return value
+            return reprocess_policy_validate(data=dict(attrs), policy_id=self.instance.pk if self.instance else None)
+        except ValidationFailed as exc:
+            raise serializers.ValidationError(exc.fields) from None

@@ -1,26 +1,32 @@
 """REST API views: validate input, call one service or selector, serialize output."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import ListSerializer
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from dashboard.api import serializers as s
 from dashboard.api.errors import error_response
-from dashboard.api.filters import DeadLetterFilter, filters_from_query
+from dashboard.api.filters import DeadLetterFilterBackend
 from dashboard.permissions import RolePermission
-from dlq import exports, selectors, services
-from dlq.errors import ValidationFailed
-from dlq.models import Role, user_role
+from dlq import audit_trail, exports, selectors, services
+from dlq.filters import DeadLetterFilterSet, filters_from_query
+from dlq.models import DeadLetter, RedriveJob, Role, user_role
 from tasks.backpressure import QueueFull
+from tasks.errors import ValidationFailed
 from tasks.registry import enqueueable_tasks, task_signature
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
@@ -31,8 +37,10 @@ class ExportNegotiation(DefaultContentNegotiation):
     """The export streams CSV or JSON itself (``format``, else ``Accept``); DRF's renderer,
     JSON, only renders its errors, so no ``Accept`` makes DRF answer 406 before the view runs."""
 
-    def select_renderer(self, request: Any, renderers: Any, format_suffix: Any = None) -> Any:
-        return renderers[0], renderers[0].media_type
+    def select_renderer(self, request: Request, renderers: Iterable[BaseRenderer],
+                        format_suffix: str | None = None) -> tuple[BaseRenderer, str]:
+        first = next(iter(renderers))
+        return first, first.media_type
 
 
 def export_format_from_accept(accept: str) -> str:
@@ -62,7 +70,7 @@ def page_size(request: Request) -> int:
     return size
 
 
-def validated(serializer_class: type, data: Any) -> dict[str, Any]:
+def validated(serializer_class: type[serializers.Serializer[dict[str, Any]]], data: object) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationFailed("the body must be a JSON object", fields={"body": ["must be an object"]})
     serializer = serializer_class(data=data)
@@ -70,13 +78,14 @@ def validated(serializer_class: type, data: Any) -> dict[str, Any]:
     return dict(serializer.validated_data)
 
 
-class DeadLetterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
+class DeadLetterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[DeadLetter]):
     permission_classes = [RolePermission]
-    filterset_class = DeadLetterFilter
+    filter_backends = [DeadLetterFilterBackend]
+    filterset_class = DeadLetterFilterSet
     serializer_class = s.DeadLetterListSerializer
     action_roles = {"bulk": Role.ADMIN, "export": Role.ADMIN}
 
-    def get_throttles(self) -> list[Any]:
+    def get_throttles(self) -> list[BaseThrottle]:
         # Expensive reads count against their own rates (REST_FRAMEWORK DEFAULT_THROTTLE_RATES).
         if self.action == "export":
             self.throttle_scope = "export"
@@ -84,14 +93,14 @@ class DeadLetterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             self.throttle_scope = "expensive"
         return super().get_throttles()
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[DeadLetter]:
         return selectors.dead_letter_list()
 
     @extend_schema(parameters=[
         OpenApiParameter("cursor", str), OpenApiParameter("page_size", int, description="1 to 500, default 50"),
     ])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        qs = selectors.dead_letter_list(filters=filters_from_query(request.query_params))
+        qs = self.filter_queryset(self.get_queryset())  # dlq.filters: 400 invalid_filter for a bad value
         rows, next_cursor, prev_cursor = selectors.dead_letter_page(
             qs, cursor=request.query_params.get("cursor"), size=page_size(request))
 
@@ -162,9 +171,10 @@ class DeadLetterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
                                                rate_limit=data.get("rate_limit"), queue=data.get("queue"), **selection)
         return Response({"job": s.RedriveJobSerializer(job).data}, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(parameters=[OpenApiParameter("format", str, enum=[*exports.FORMATS])], responses={200: bytes})
+    @extend_schema(parameters=[OpenApiParameter("format", str, enum=[*exports.FORMATS])], responses={200: bytes},
+                   filters=True)  # the list's filters (dlq.filters)
     @action(detail=False, methods=["get"], content_negotiation_class=ExportNegotiation)
-    def export(self, request: Request) -> StreamingHttpResponse:
+    def export(self, request: Request) -> StreamingHttpResponse | Response:
         fmt = request.query_params.get("format") or export_format_from_accept(request.META.get("HTTP_ACCEPT", ""))
         if fmt not in exports.FORMATS:
             raise ValidationFailed("format must be csv or json", fields={"format": ["csv or json"]})
@@ -187,13 +197,13 @@ class JobPagination(CursorPagination):
     max_page_size = MAX_PAGE_SIZE
 
 
-class RedriveJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
+class RedriveJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[RedriveJob]):
     permission_classes = [RolePermission]
     serializer_class = s.RedriveJobSerializer
     pagination_class = JobPagination
     action_roles = {"cancel": Role.ADMIN}
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[RedriveJob]:
         return selectors.redrive_job_list()
 
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
@@ -213,7 +223,7 @@ class GroupListView(APIView):
     @extend_schema(responses=s.GroupSerializer(many=True))
     def get(self, request: Request) -> Response:
         groups = selectors.failure_groups(filters=filters_from_query(request.query_params))
-        return Response({"results": s.GroupSerializer(groups, many=True).data})
+        return Response({"results": ListSerializer(groups, child=s.GroupSerializer()).data})
 
 
 class StatsView(APIView):
@@ -230,19 +240,19 @@ class AuditEventListView(APIView):
 
     permission_classes = [RolePermission]
 
-    @extend_schema(parameters=[OpenApiParameter(name, str) for name in (*selectors.AUDIT_FILTERS, "cursor")]
+    @extend_schema(parameters=[OpenApiParameter(name, str) for name in (*audit_trail.AUDIT_FILTERS, "cursor")]
                    + [OpenApiParameter("page_size", int, description="1 to 500, default 50")],
                    responses=s.AuditEventSerializer(many=True))
     def get(self, request: Request) -> Response:
-        filters = {key: request.query_params.get(key) for key in selectors.AUDIT_FILTERS}
-        events, next_cursor = selectors.audit_events(filters=filters, cursor=request.query_params.get("cursor"),
+        filters = {key: request.query_params.get(key) for key in audit_trail.AUDIT_FILTERS}
+        events, next_cursor = audit_trail.audit_events(filters=filters, cursor=request.query_params.get("cursor"),
                                                      size=page_size(request))
         link = None
         if next_cursor:
             params = request.query_params.copy()
             params["cursor"] = next_cursor
             link = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
-        return Response({"next": link, "results": s.AuditEventSerializer(events, many=True).data})
+        return Response({"next": link, "results": ListSerializer(events, child=s.AuditEventSerializer()).data})
 
 
 class TaskListView(APIView):

@@ -30,9 +30,9 @@ def main(queue: str) -> dict[str, Any]:
     django.setup()
     from django_celery_results.models import TaskResult
 
+    from demo.tasks import divide, flaky
     from dlq import services
     from dlq.models import DeadLetter
-    from tasks.demo import divide, flaky
     from tasks.enqueue import enqueue
 
     out: dict[str, Any] = {"broker": os.environ["CELERY_BROKER_URL"].split(":")[0]}

@@ -107,8 +107,8 @@ def _queue_type(queue: str) -> str:
 def test_three_workers_route_capture_and_requeue_by_queue(transactional_db: Any, settings: Any) -> None:
     from django_celery_results.models import TaskResult
 
+    from demo.tasks import add, divide
     from dlq import services
-    from tasks.demo import add, divide
 
     suffix = uuid.uuid4().hex[:6]
     queues = {"default": f"main-{suffix}", "billing": f"billing-{suffix}", "reports": f"reports-{suffix}"}

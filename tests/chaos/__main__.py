@@ -17,6 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.chaos.accounting import dump
+from tests.chaos.harness import harness
+from tests.chaos.scenarios import BY_ID, FAST, SCENARIOS, run_scenario
+
 COLUMNS = [("scenario", 4), ("variant", 14), ("attempted", 9), ("succeeded", 9), ("dead_lettered", 13),
            ("lost", 5), ("both", 5), ("duplicate_dead_letters", 8), ("duplicate_effects", 8),
            ("duplicate_effects_not_idempotent", 8), ("seconds", 7), ("verdict", 11)]
@@ -63,9 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_ENV", "development")  # the harness' processes: demo-free development settings
 
-    from tests.chaos.harness import harness
-    from tests.chaos.scenarios import BY_ID, FAST, SCENARIOS, run_scenario
-
     ids = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()] or \
         (FAST if args.reduced else [s.id for s in SCENARIOS])
     unknown = [i for i in ids if i not in BY_ID]
@@ -87,16 +88,12 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
                     print(f"[chaos]   {row.variant}: {row.as_dict()}", file=sys.stderr, flush=True)
                     if args.json:
-                        from tests.chaos.harness import dump
-
                         dump(rows, args.json, meta)
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     meta["total_seconds"] = f"{time.monotonic() - started:.0f}"
     if args.json:
-        from tests.chaos.harness import dump
-
         dump(rows, args.json, meta)
     if args.markdown:
         args.markdown.write_text(markdown(rows) + "\n")

@@ -1,13 +1,14 @@
 """The Django admin: list with search and filters, and the requeue action through the services."""
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
-
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 
+from dlq import services
 from dlq.models import DeadLetter, DeadLetterStatus
+from dlq.services import CapturedFailure, dead_letter_capture
 from tests.conftest import make_user
 from tests.workers import wait_for
 
@@ -29,8 +30,6 @@ def test_admin_lists_filters_and_requeues(live_worker: Any, client: Any, operato
     assert detail.status_code == 200 and b"ZeroDivisionError" in detail.content
 
     # Fix the first one's arguments through the service, then requeue both from the admin.
-    from dlq import services
-
     services.dead_letter_update(dead_letter_id=row.pk, actor="olga", reason="fix", version=row.version, args=[4, 2])
     other = DeadLetter.objects.get(task_id=ids[1])
     response = client.post("/admin/dlq/deadletter/", {"action": "requeue_selected", "_selected_action": [row.pk, other.pk],
@@ -43,8 +42,6 @@ def test_admin_lists_filters_and_requeues(live_worker: Any, client: Any, operato
 
 
 def test_viewer_cannot_requeue_from_the_admin(transactional_db: Any, client: Any) -> None:
-    from dlq.services import CapturedFailure, dead_letter_capture
-
     dead_letter_capture(failure=CapturedFailure(task_id="t-1", task_name="tasks.demo.add", reason="non_retryable",
                                                 exception_type="ValueError", exception_message="boom", args=[1, 2], kwargs={}))
     make_user("vera", "viewer")
@@ -58,8 +55,6 @@ def test_viewer_cannot_requeue_from_the_admin(transactional_db: Any, client: Any
 
 
 def test_admin_masks_secrets(transactional_db: Any, client: Any) -> None:
-    from dlq.services import CapturedFailure, dead_letter_capture
-
     dead_letter_capture(failure=CapturedFailure(
         task_id="t-2", task_name="tasks.demo.add", reason="non_retryable", exception_type="ValueError",
         exception_message="boom", args=[{"password": "hunter2"}], kwargs={"api_key": "sk-live-123", "y": 1}))

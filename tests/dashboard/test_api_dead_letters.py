@@ -1,8 +1,7 @@
-"""The dead-letter REST API: every endpoint, roles, audit, masking and bad input."""
+"""The dead-letter REST API: list, filters and search, detail, edit, requeue / discard /
+resolve, groups and stats, roles, and bad input."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import threading
 from typing import Any
@@ -11,35 +10,12 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from dlq.models import DeadLetter, DeadLetterEvent, RedriveJob, Role
+from dlq.models import DeadLetter, DeadLetterEvent, Role
+from dlq.selectors import dead_letter_list
+from tests.dashboard.conftest import queue_length
 from tests.factories import DeadLetterFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def queue_length(name: str) -> int:
-    from tasks.redis import redis_client
-
-    return int(redis_client().llen(name))
-
-
-@pytest.fixture(autouse=True)
-def clean_test_queues(settings: Any) -> None:
-    from tasks.redis import redis_client
-
-    settings.TASK_QUEUES = [*settings.TASK_QUEUES, "api-test", "other-q"]  # the queues operators may name
-    for name in ("api-test", "other-q"):
-        redis_client().delete(name)
-
-
-@pytest.fixture
-def viewer(api_client_for: Any) -> APIClient:
-    return api_client_for(Role.VIEWER)
-
-
-@pytest.fixture
-def admin(api_client_for: Any) -> APIClient:
-    return api_client_for(Role.ADMIN)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("test_queues")]
 
 
 def test_list_filters_full_text_and_cursor_pages(viewer: APIClient) -> None:
@@ -90,7 +66,6 @@ def test_hostile_search_strings_are_harmless(viewer: APIClient, q: str) -> None:
 
 
 def test_full_text_uses_the_gin_index() -> None:
-    from dlq.selectors import dead_letter_list
 
     qs = dead_letter_list(filters={"q": "division"})
     with connection.cursor() as cursor:
@@ -136,7 +111,7 @@ def test_detail_masks_secrets_and_edit_keeps_a_masked_secret(api_client_for: Any
     ({"args": [1, 2], "version": 2}, 400, "invalid"),
     ({"args": [1, 2], "reason": "x"}, 400, "invalid"),
     ({"args": [1, 2], "reason": "x", "version": "2"}, 200, None),
-    ({"queue": "bad queue", "reason": "x", "version": 2}, 400, "invalid"),
+    ({"queue": "bad queue", "reason": "x", "version": 2}, 400, "unknown_queue"),
 ])
 def test_edit_rules(api_client_for: Any, body: dict[str, Any], status: int, code: str | None) -> None:
     operator = api_client_for(Role.OPERATOR)
@@ -249,66 +224,6 @@ def test_groups_and_stats(viewer: APIClient) -> None:
     assert len(stats["per_hour"]) == 48 and stats["per_hour"][-1]["count"] == 4
 
 
-def test_export_csv_and_json_masked_admin_only(admin: APIClient, api_client_for: Any) -> None:
-    DeadLetterFactory(kwargs={"password": "hunter2", "user": "bob"})
-    DeadLetterFactory(status="resolved")
-    response = admin.get("/api/v1/dead-letters/export/", {"format": "csv", "status": "dead"})
-    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
-    text = b"".join(response.streaming_content).decode()
-    records = list(csv.DictReader(io.StringIO(text)))
-    assert len(records) == 1 and "hunter2" not in text and json.loads(records[0]["kwargs"])["password"] == "********"
-    response = admin.get("/api/v1/dead-letters/export/", {"format": "json"})
-    data = json.loads(b"".join(response.streaming_content))
-    assert len(data) == 2 and "hunter2" not in json.dumps(data)
-    assert admin.get("/api/v1/dead-letters/export/", {"format": "xml"}).status_code == 400
-    assert api_client_for(Role.OPERATOR).get("/api/v1/dead-letters/export/").status_code == 403
-
-
-def test_bulk_dry_run_and_validation(admin: APIClient) -> None:
-    DeadLetterFactory.create_batch(4)
-    DeadLetterFactory(status="discarded")
-    response = admin.post("/api/v1/dead-letters/bulk/", {"action": "discard", "filter": {"status": "dead"}, "dry_run": True}, format="json")
-    assert response.status_code == 200 and response.json()["count"] == 4 and len(response.json()["sample"]) == 4
-    response = admin.post("/api/v1/dead-letters/bulk/", {"action": "discard", "filter": {}, "dry_run": True}, format="json")
-    assert response.json()["count"] == 4  # only rows the action applies to
-    for body in [{"action": "explode", "filter": {}}, {"action": "discard"}, {"action": "discard", "filter": {"nope": "1"}},
-                 {"action": "discard", "ids": "1,2"}, {"action": "discard", "filter": {}, "reason": ""},
-                 {"action": "requeue", "filter": {}, "reason": "x", "rate_limit": -1}]:
-        response = admin.post("/api/v1/dead-letters/bulk/", body, format="json")
-        assert response.status_code == 400, (body, response.content)
-    assert not RedriveJob.objects.exists()
-    assert DeadLetter.objects.filter(status="dead").count() == 4
-
-
-def test_bulk_discard_job_runs_to_the_end(admin: APIClient, live_worker: Any) -> None:
-    from tests.workers import wait_for
-
-    rows = DeadLetterFactory.create_batch(30)
-    response = admin.post("/api/v1/dead-letters/bulk/", {"action": "discard", "ids": [r.pk for r in rows[:20]],
-                                                         "reason": "cleanup"}, format="json")
-    assert response.status_code == 202
-    job = response.json()["job"]
-    assert job["total"] == 20 and job["status"] == "pending"
-    done = wait_for(lambda: (lambda j: j if j["status"] == "finished" else None)(
-        admin.get(f"/api/v1/redrive-jobs/{job['id']}/").json()), message="job finished")
-    assert done["done"] == 20 and done["failed"] == 0
-    assert DeadLetter.objects.filter(status="discarded").count() == 20
-    assert DeadLetterEvent.objects.filter(action="discard", actor="user-admin", reason="cleanup").count() == 20
-    assert admin.post(f"/api/v1/redrive-jobs/{job['id']}/cancel/").status_code == 409
-
-
-def test_bulk_requeue_through_the_worker_resolves(admin: APIClient, live_worker: Any) -> None:
-    from tests.workers import wait_for
-
-    rows = DeadLetterFactory.create_batch(10, args=[2, 3])
-    response = admin.post("/api/v1/dead-letters/bulk/", {"action": "requeue", "filter": {"task_name": "tasks.demo.add"},
-                                                         "reason": "fixed upstream", "rate_limit": 100}, format="json")
-    assert response.status_code == 202
-    wait_for(lambda: DeadLetter.objects.filter(status="resolved").count() == 10, timeout=60, message="all resolved")
-    assert all(r.requeue_count == 1 for r in DeadLetter.objects.all())
-    assert {r.pk for r in rows} == set(DeadLetter.objects.values_list("pk", flat=True))
-
-
 def test_roles_walk_every_action(api_client_for: Any) -> None:
     clients = {role: api_client_for(role) for role in (Role.VIEWER, Role.OPERATOR, Role.ADMIN)}
     clients[None] = api_client_for(None)
@@ -342,69 +257,6 @@ def test_roles_walk_every_action(api_client_for: Any) -> None:
         assert getattr(anonymous, method)(url.format(id=1), body, format="json").status_code == 401
 
 
-@pytest.fixture
-def no_job_task(monkeypatch: Any) -> None:
-    """The test plays the (crashing) runner itself: do not also start the job's Celery task."""
-    from dlq import services
-
-    monkeypatch.setattr(services, "_start_job_task", lambda job_id: None)
-
-
-def test_job_resume_after_a_crash_publishes_nothing_twice(admin: APIClient, no_job_task: None) -> None:
-    from dlq import services
-
-    DeadLetterFactory.create_batch(5, queue="api-test")
-    job = services.dead_letters_bulk_start(actor="ops", action="requeue", reason="r", filters={})
-    RedriveJob.objects.filter(pk=job.pk).update(status="running")
-    job.refresh_from_db()
-    # Runner A commits its first batch of 3, then dies before publishing it.
-    services._job_batch(job, 3)
-    assert queue_length("api-test") == 0 and len(RedriveJob.objects.get(pk=job.pk).pending_publish) == 3
-    # Runner B (the redelivered job task) publishes that batch, then does the rest.
-    finished = services.redrive_job_run(job_id=job.pk, batch_size=3)
-    assert finished is not None and finished.status == "finished" and finished.done == 5
-    assert queue_length("api-test") == 5
-    assert DeadLetter.objects.filter(status="requeued").count() == 5
-    # A third delivery of the job's message changes nothing.
-    assert services.redrive_job_run(job_id=job.pk) is None
-    assert queue_length("api-test") == 5
-
-
-def test_resume_skips_messages_already_in_the_broker(no_job_task: None) -> None:
-    from dlq import services
-
-    rows = DeadLetterFactory.create_batch(3, queue="api-test")
-    job = services.dead_letters_bulk_start(actor="ops", action="requeue", reason="r", filters={})
-    RedriveJob.objects.filter(pk=job.pk).update(status="running")
-    job.refresh_from_db()
-    services._job_batch(job, 10)
-    from tasks.publish import publish_tasks
-
-    pending = [services.requeue_message(services.RequeueSource.of(DeadLetter.objects.get(pk=pk)), tid, "api-test")
-               for pk, tid in job.pending_publish]
-    publish_tasks(pending[:2])  # crashed after publishing two of three
-    services.redrive_job_run(job_id=job.pk)
-    assert queue_length("api-test") == 3
-    assert {r.pk for r in rows} == set(DeadLetter.objects.filter(status="requeued").values_list("pk", flat=True))
-
-
 def test_unknown_api_path_is_a_json_404(viewer: APIClient) -> None:
     response = viewer.get("/api/v1/nope/")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
-
-
-def test_cancel_a_running_job(admin: APIClient, no_job_task: None) -> None:
-    from dlq import services
-
-    DeadLetterFactory.create_batch(6)
-    job = services.dead_letters_bulk_start(actor="ops", action="discard", reason="r", filters={}, rate_limit=2)
-    sleeps: list[float] = []
-
-    def sleep_then_cancel(seconds: float) -> None:
-        sleeps.append(seconds)
-        assert admin.post(f"/api/v1/redrive-jobs/{job.pk}/cancel/").json()["status"] == "cancelled"
-
-    finished = services.redrive_job_run(job_id=job.pk, sleep=sleep_then_cancel)
-    assert finished is not None and finished.status == "cancelled"
-    assert finished.done == 2 and DeadLetter.objects.filter(status="discarded").count() == 2  # 2 msg/s: one batch of 2
-    assert sleeps and 0 < sleeps[0] <= 1.0

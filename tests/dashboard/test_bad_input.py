@@ -12,7 +12,9 @@ from rest_framework.test import APIClient
 
 from dlq import services
 from dlq.models import DeadLetter, DeadLetterEvent, Role
+from tasks.errors import ValidationFailed
 from tasks.models import OutboxMessage
+from tasks.redis import redis_client
 from tests.conftest import make_user
 from tests.factories import DeadLetterFactory
 
@@ -32,8 +34,6 @@ def test_patch_with_a_number_too_big_for_a_float_is_400(api_client_for: Any) -> 
 
 
 def test_an_edit_through_the_service_refuses_non_finite_numbers() -> None:
-    from dlq.errors import ValidationFailed
-
     row = DeadLetterFactory(task_name="tasks.demo.add", args=[1, 0])
     with pytest.raises(ValidationFailed) as refused:
         services.dead_letter_update(dead_letter_id=row.pk, actor="ops", reason="r", version=1, args=[float("inf"), 1])
@@ -123,8 +123,6 @@ def test_twenty_clicks_on_a_requeue_whose_run_fails_fast_publish_once(transactio
                                                                        settings: Any) -> None:
     """The run fails again before the slower clicks land: with the version they read, those
     clicks are stale (409), not new requeues."""
-    from tasks.redis import redis_client
-
     settings.TASK_QUEUES = [*settings.TASK_QUEUES, "clicks"]
     redis_client().delete("clicks")
     row = DeadLetterFactory(task_name="tasks.demo.add", args=[1, 0], queue="clicks")

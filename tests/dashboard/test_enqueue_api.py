@@ -1,12 +1,11 @@
 """POST /api/v1/tasks/enqueue/ and GET /api/v1/tasks/: allow-list, signatures, roles, bad input."""
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
-
 import json
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from dlq.models import Role
@@ -65,7 +64,7 @@ def test_enqueue_writes_one_outbox_row_in_the_request_transaction(operator_clien
         ({"args": [1, 2]}, "invalid"),
         ({"task": "tasks.demo.add", "args": [1, 2], "countdown": -1}, "invalid"),
         ({"task": "tasks.demo.add", "args": [1, 2], "countdown": 10**9}, "countdown_too_long"),
-        ({"task": "tasks.demo.add", "args": [1, 2], "queue": "bad queue!"}, "invalid"),
+        ({"task": "tasks.demo.add", "args": [1, 2], "queue": "bad queue!"}, "unknown_queue"),
     ],
 )
 def test_bad_input_is_400_and_publishes_nothing(operator_client: APIClient, body: dict[str, Any], code: str) -> None:

@@ -183,8 +183,9 @@ def test_operators_run_only_allow_listed_tasks_and_nobody_runs_internal_ones(api
 
 def test_bulk_requeue_skips_internal_tasks(api_client_for: Any, monkeypatch: Any) -> None:
     from dlq import services
+    from dlq.services import redrive
 
-    monkeypatch.setattr(services, "_start_job_task", lambda job_id: None)
+    monkeypatch.setattr(redrive, "redrive_job_dispatch", lambda *, job_id: None)
     internal = DeadLetterFactory(task_name="celery.map", args=[], kwargs={})
     normal = DeadLetterFactory(task_name="tasks.demo.add", args=[1, 2])
     job = services.dead_letters_bulk_start(actor="ops", action="requeue", reason="r", ids=[internal.pk, normal.pk])
@@ -244,8 +245,8 @@ def _assert_clean(where: str, text: str) -> None:
 
 
 def test_planted_secrets_leave_through_no_door(api_client_for: Any, settings: Any) -> None:
-    from dlq.alerts import alert_payload, alerts_check
     from dlq.models import Alert
+    from dlq.services import alert_payload, alerts_check
 
     settings.DLQ_ALERT_NEW_GROUP_WINDOW_MINUTES = 60
     row = _plant()
@@ -338,7 +339,7 @@ def test_web_requests_run_with_a_statement_timeout(client: Client, settings: Any
 
 
 def test_the_jobs_list_is_paginated_without_ids(api_client_for: Any) -> None:
-    for i in range(60):
+    for _ in range(60):
         RedriveJob.objects.create(action="discard", actor="x", reason="r", ids=list(range(1000)), total=1000)
     page = api_client_for(Role.VIEWER).get("/api/v1/redrive-jobs/")
     body = page.json()
@@ -353,8 +354,9 @@ def test_every_operator_change_is_audited(api_client_for: Any, monkeypatch: Any)
     from django_celery_beat.models import PeriodicTask
 
     from dlq import services
+    from dlq.services import redrive
 
-    monkeypatch.setattr(services, "_start_job_task", lambda job_id: None)
+    monkeypatch.setattr(redrive, "redrive_job_dispatch", lambda *, job_id: None)
     admin = api_client_for(Role.ADMIN)
     policy = admin.post("/api/v1/reprocess-policies/", {"task_name": "tasks.demo.flaky"}, format="json").json()
     admin.patch(f"/api/v1/reprocess-policies/{policy['id']}/", {"enabled": False}, format="json")

@@ -31,7 +31,7 @@ def publish_raw(body: bytes, *, content_type: str, headers: dict[str, Any], cont
 
 
 def test_soft_time_limit(live_worker: Any) -> None:
-    from tasks.demo import sleep
+    from demo.tasks import sleep
 
     result = sleep.apply_async([5], soft_time_limit=1, time_limit=8)
     row = one_dead_letter(result.id)
@@ -40,7 +40,7 @@ def test_soft_time_limit(live_worker: Any) -> None:
 
 
 def test_hard_time_limit_is_captured_from_the_parent(live_worker: Any) -> None:
-    from tasks.examples import stubborn_sleep
+    from demo.examples import stubborn_sleep
 
     result = stubborn_sleep.apply_async([30], soft_time_limit=1, time_limit=2)
     row = one_dead_letter(result.id)
@@ -50,7 +50,7 @@ def test_hard_time_limit_is_captured_from_the_parent(live_worker: Any) -> None:
 
 
 def test_poison_pill_is_dead_lettered_after_the_cap(live_worker: Any) -> None:
-    from tasks.demo import crash
+    from demo.tasks import crash
 
     result = crash.apply_async()
     row = one_dead_letter(result.id, timeout=90)
@@ -61,13 +61,13 @@ def test_poison_pill_is_dead_lettered_after_the_cap(live_worker: Any) -> None:
 
     assert redis_client().llen("celery") == 0  # acked, not requeued again
     # The worker survived and still works.
-    from tasks.demo import add
+    from demo.tasks import add
 
     assert add.apply_async([2, 3]).get(timeout=30) == 5
 
 
 def test_reject_is_captured(live_worker: Any) -> None:
-    from tasks.examples import validate_order
+    from demo.examples import validate_order
 
     result = validate_order.apply_async([{"sku": "", "quantity": 0}])
     row = one_dead_letter(result.id)
@@ -122,26 +122,8 @@ def test_pickle_is_never_deserialised(live_worker: Any, tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_capture_is_idempotent_by_task_id(transactional_db: Any) -> None:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    from dlq.services import CapturedFailure, dead_letter_capture
-
-    failure = CapturedFailure(task_id="same", task_name="tasks.demo.add", reason="non_retryable",
-                              exception_type="ValueError", exception_message="x", args=[], kwargs={})
-    with CaptureQueriesContext(connection) as queries:
-        dead_letter_capture(failure=failure)
-    # Exactly one statement: INSERT ... ON CONFLICT DO NOTHING (no BEGIN/COMMIT around it).
-    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT"]
-    assert "ON CONFLICT DO NOTHING" in queries.captured_queries[0]["sql"]
-    first = DeadLetter.objects.get()
-    dead_letter_capture(failure=failure)
-    assert list(DeadLetter.objects.values_list("pk", flat=True)) == [first.pk]
-
-
 def test_fingerprint_groups_the_same_cause() -> None:
-    from dlq.capture import fingerprint
+    from tasks.failures import fingerprint
 
     a = fingerprint("t", "KeyError", "order 1234 not found in 'eu-west' (id 5f2c9a8e-aaaa-bbbb-cccc-123456789abc)")
     b = fingerprint("t", "KeyError", "order 98 not found in 'us-east' (id 00000000-1111-2222-3333-444444444444)")

@@ -22,7 +22,7 @@ def spool_length(redis_url: str) -> int:
 
 
 def test_postgres_down_while_tasks_fail_spools_then_writes_each_once(tmp_path: Path) -> None:
-    from tasks.demo import divide
+    from demo.tasks import divide
 
     spool_redis = re.sub(r"/\d+$", "/5", os.environ["REDIS_URL"])
     import redis
@@ -86,7 +86,7 @@ def test_file_spool_when_redis_is_down_too(transactional_db: Any, settings: Any,
     try:
         from django.test import override_settings
 
-        from taskplatform.embedded import free_port
+        from devtools.embedded import free_port
 
         with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
             task_redis.redis_client.cache_clear()
@@ -160,9 +160,8 @@ def test_a_poisoned_spool_entry_is_quarantined_and_the_next_ones_drain(transacti
     import math
 
     from dlq import spool
-    from dlq.alerts import alerts_check
     from dlq.models import Alert, DeadLetter, QuarantinedEntry
-    from dlq.services import CapturedFailure
+    from dlq.services import CapturedFailure, alerts_check
     from tasks.redis import redis_client
 
     redis_client().delete(spool.SPOOL_KEY)

@@ -16,8 +16,8 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from dlq.alerts import alerts_check
 from dlq.models import Alert, DeadLetter, DeadLetterEvent, RedriveJob
+from dlq.services import alerts_check
 from tests.factories import DeadLetterFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,7 +101,7 @@ def test_webhook_is_retried_and_a_failed_job_alerts(receiver: Receiver, settings
 
 
 def test_undeliverable_webhook_is_retried_at_the_next_check(settings: Any) -> None:
-    from taskplatform.embedded import free_port
+    from devtools.embedded import free_port
 
     settings.DLQ_ALERT_THRESHOLD = 0
     settings.DLQ_ALERT_WEBHOOK_URL = f"http://127.0.0.1:{free_port()}/nobody"
@@ -144,7 +144,7 @@ def test_metrics_parse_and_move_when_a_dead_letter_is_captured(live_worker: Any,
     assert client.get("/metrics").status_code == 401
     before_captured = sample("taskplatform_dead_letters_captured_total", task="tasks.demo.divide", reason="non_retryable")
     before_failures = sample("taskplatform_task_outcomes_total", task="tasks.demo.divide", state="FAILURE")
-    from tasks.demo import divide
+    from demo.tasks import divide
 
     result = divide.apply_async([1, 0])
     wait_for(lambda: DeadLetter.objects.filter(task_id=result.id).exists(), message="captured")
@@ -169,7 +169,7 @@ def test_schedules_are_seeded_idempotently() -> None:
     from django.core.management import call_command
     from django_celery_beat.models import PeriodicTask
 
-    from dlq.schedules import SCHEDULES
+    from dlq.services.schedules import SCHEDULES
 
     names = {s["name"] for s in SCHEDULES}
     assert names <= set(PeriodicTask.objects.values_list("name", flat=True))  # seeded after migrate

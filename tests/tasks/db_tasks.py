@@ -25,7 +25,7 @@ def backend_pid() -> list[int]:
 @shared_task(base=PlatformTask, name="tests.db.write")
 def write(key: str) -> list[int]:
     """A committed write, then the pids (the test reads the row from its own connection)."""
-    from tasks.models import LedgerEntry
+    from demo.models import LedgerEntry
 
     LedgerEntry.objects.create(order_id=key, amount_cents=1)
     return [os.getpid(), _backend_pid()]

@@ -13,7 +13,7 @@ def cleanup_needs_the_broker(key: str, seconds: float) -> str:
     """Its first run is long; its cleanup talks to the broker, as real cleanup code does (a
     lock release, a progress key), so a run terminated while the broker is down ends with a
     ConnectionError instead of the SystemExit that the terminate signal raised."""
-    from tasks.models import LedgerEntry
+    from demo.models import LedgerEntry
     from tasks.redis import redis_client
 
     first = not LedgerEntry.objects.filter(order_id=f"{key}-run").exists()

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.worker
 
 def test_a_broker_outage_mid_run_ends_with_one_effect_and_no_dead_letter(
         transactional_db: Any, tmp_path: Path) -> None:
+    from demo.models import LedgerEntry
     from dlq.models import DeadLetter
     from taskplatform.celery import app
-    from tasks.models import LedgerEntry
 
     key = f"loss-{uuid.uuid4().hex[:8]}"
     with own_redis(tmp_path) as rd:

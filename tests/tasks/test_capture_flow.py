@@ -2,12 +2,11 @@
 edited, requeued and resolved."""
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
-
 import uuid
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from django_celery_results.models import TaskResult
 
 from dlq import services
@@ -69,7 +68,7 @@ def test_flaky_beyond_max_retries_dies_with_one_attempt_per_try(live_worker: Any
     assert row.reason == "max_retries_exceeded"
     assert row.retries == 3  # tasks.demo.flaky has max_retries=3: 4 tries
     assert [a["number"] for a in row.attempts] == [1, 2, 3, 4]
-    assert all(a["exception_type"] == "tasks.demo.TransientError" for a in row.attempts)
+    assert all(a["exception_type"] == "demo.tasks.TransientError" for a in row.attempts)
     assert [a["message"].split()[1] for a in row.attempts] == ["1", "2", "3", "4"]
     assert all(a["worker"] == live_worker.name for a in row.attempts)
     assert DeadLetter.objects.count() == 1

@@ -12,9 +12,9 @@ from django.db import transaction
 from django_celery_results.models import ChordCounter, TaskResult
 
 from dlq import services
-from dlq.errors import Conflict
 from dlq.models import DeadLetter, DeadLetterStatus
 from taskplatform.celery import app
+from tasks.errors import Conflict
 from tests.tasks.probe_tasks import seen
 from tests.workers import Worker, wait_for
 

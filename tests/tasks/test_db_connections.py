@@ -97,7 +97,7 @@ def _backend_alive(pid: int) -> bool:
 @pytest.mark.parametrize("mode", ["open", "broken", "autocommit_off"])
 def test_a_transaction_left_open_does_not_reach_the_next_task(reusing_worker: tuple[Worker, str],
                                                               transactional_db: Any, mode: str) -> None:
-    from tasks.models import LedgerEntry
+    from demo.models import LedgerEntry
 
     _, queue = reusing_worker
     send(queue, "tests.db.leave_transaction", mode)
@@ -122,7 +122,7 @@ def test_a_query_interrupted_by_a_soft_time_limit_does_not_reach_the_next_task(
     assert row.reason == "time_limit"
     key = f"after-limit-{uuid.uuid4().hex[:8]}"
     run(queue, "tests.db.write", key)
-    from tasks.models import LedgerEntry
+    from demo.models import LedgerEntry
 
     assert LedgerEntry.objects.filter(order_id=key).count() == 1
 

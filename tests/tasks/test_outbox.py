@@ -14,10 +14,11 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django_celery_results.models import TaskResult
 
-from dlq.models import IdempotencyKey, Role
-from taskplatform.embedded import EmbeddedRedis, free_port
+from demo.models import LedgerEntry
+from devtools.embedded import EmbeddedRedis, free_port
+from dlq.models import Role
 from tasks.enqueue import enqueue, enqueue_once
-from tasks.models import LedgerEntry, OutboxMessage
+from tasks.models import IdempotencyKey, OutboxMessage
 from tests.workers import ROOT, RelayProcess, wait_for
 
 pytestmark = pytest.mark.worker

@@ -143,7 +143,7 @@ def test_two_enqueues_with_one_key_give_one_task(transactional_db: Any, api_clie
     assert published(queue) == 1
     # Another key publishes again; an expired key may be reused.
     assert client.post("/api/v1/tasks/enqueue/", {**body, "idempotency_key": "order-43"}, format="json").status_code == 202
-    from dlq.models import IdempotencyKey
+    from tasks.models import IdempotencyKey
 
     IdempotencyKey.objects.filter(key="order-42").update(expires_at=timezone.now() - timedelta(seconds=1))
     third = client.post("/api/v1/tasks/enqueue/", body, format="json")
@@ -180,8 +180,8 @@ def test_concurrent_enqueues_with_one_key_publish_once(transactional_db: Any, re
 def test_a_redelivered_idempotent_task_does_its_effect_once(live_worker: Any) -> None:
     from django_celery_results.models import TaskResult
 
-    from tasks.examples import charge_order
-    from tasks.models import LedgerEntry
+    from demo.examples import charge_order
+    from demo.models import LedgerEntry
 
     order = uuid.uuid4().hex
     # The first run commits the charge and then its process is killed before the ack:
@@ -222,12 +222,13 @@ def test_a_queue_over_its_mark_gets_429_and_recovers_when_drained(transactional_
 
 def test_bulk_redrive_pauses_at_the_mark_instead_of_flooding(transactional_db: Any, settings: Any, monkeypatch: Any) -> None:
     from dlq import services
+    from dlq.services import redrive
     from tasks.redis import redis_client
     from tests.factories import DeadLetterFactory
 
     queue = f"bp-{uuid.uuid4().hex[:6]}"
     settings.QUEUE_HIGH_WATER_MARKS = {queue: 5}
-    monkeypatch.setattr(services, "_start_job_task", lambda job_id: None)  # the test runs the job itself
+    monkeypatch.setattr(redrive, "redrive_job_dispatch", lambda *, job_id: None)  # the test runs the job itself
     DeadLetterFactory.create_batch(8, queue=queue)
     job = services.dead_letters_bulk_start(actor="ops", action="requeue", reason="r", filters={"queue": queue})
     pauses: list[float] = []

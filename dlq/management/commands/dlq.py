@@ -5,14 +5,15 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dlq import exports, selectors, services
-from dlq.errors import ServiceError
 from dlq.masking import mask_text, masked_dead_letter
 from dlq.models import Role
+from tasks.errors import ServiceError
 
 FILTER_OPTIONS = ("status", "task_name", "exception_type", "reason", "queue", "fingerprint", "failed_after",
                   "failed_before", "q", "task_id")
@@ -67,7 +68,7 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(data, indent=2, default=str))
         self.stdout.write(masked.traceback)
 
-    def _each(self, ids: list[int], call: Any) -> None:
+    def _each(self, ids: list[int], call: Callable[[int], object]) -> None:
         failed = 0
         for pk in ids:
             try:

@@ -19,7 +19,7 @@ from django.db import transaction
 
 from dlq.models import Role
 from dlq.roles import ensure_role_groups
-from dlq.tokens import token_issue, token_list, token_revoke
+from dlq.services.tokens import token_issue, token_list, token_revoke
 
 ACTOR = "cli"
 

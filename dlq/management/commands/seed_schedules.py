@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from dlq.schedules import seed_schedules
+from dlq.services.schedules import seed_schedules
 
 
 class Command(BaseCommand):

@@ -13,9 +13,9 @@ import signal
 import threading
 from typing import Any
 
+from celery import current_app
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from taskplatform.celery import app
 from tasks.relay import Relay, heartbeat_age
 
 
@@ -40,7 +40,7 @@ class Command(BaseCommand):
             return
         # Import every task module, as a worker does, so that send_task applies each task's
         # own options (queue, time limits, ...) exactly as apply_async would have.
-        app.loader.import_default_modules()
+        current_app.loader.import_default_modules()
         relay = Relay(batch_size=batch_size, poll_interval=poll_interval)
         if once:
             try:
