@@ -19,11 +19,13 @@ from typing import Any
 
 from celery import states
 from celery.app.task import Context
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, connection, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, connections
 from django.db.models import Field
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
+
+from dlq.db import close_broken_connection
 
 logger = logging.getLogger("dlq.backend")
 
@@ -36,7 +38,7 @@ class ResilientDatabaseBackend(DatabaseBackend):  # type: ignore[misc]  # django
         except (DatabaseError, InterfaceError):
             logger.exception("result.store_failed task_id=%s state=%s", task_id, state,
                              extra={"task_id": task_id, "state": state})
-            _close_broken_connection()
+            close_broken_connection()
             return result
 
     def _store_result(self, task_id: str, result: Any, status: str, traceback: str | None = None,
@@ -64,14 +66,6 @@ class ResilientDatabaseBackend(DatabaseBackend):  # type: ignore[misc]  # django
             values["date_started"] = now
         _upsert_unless_success(values, now, using or DEFAULT_DB_ALIAS)
         return encoded
-
-
-def _close_broken_connection() -> None:
-    """Drop the connection that failed, so that the next statement opens a new one."""
-    try:
-        connection.close()
-    except Exception:  # the connection is already broken; closing it is best effort
-        pass
 
 
 def _column(name: str) -> str:

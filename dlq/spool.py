@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, connection, transaction
+from django.db import DatabaseError, InterfaceError, transaction
 
+from dlq.db import close_broken_connection
 from dlq.jsonsafe import raw_text
 from dlq.models import QuarantinedEntry
 from dlq.services import dead_letter_capture, dead_letter_requeued_run_succeeded
@@ -99,7 +100,7 @@ def capture_or_spool(failure: Any) -> str:
     except DB_ERRORS:
         logger.exception("dead_letter.capture_failed task_id=%s; spooling", failure.task_id,
                          extra={"task_id": failure.task_id})
-        _reset_connection()
+        close_broken_connection()
         return push("capture", dataclasses.asdict(failure))
 
 
@@ -146,15 +147,8 @@ def resolve_or_spool(*, dead_letter_id: int, task_id: str) -> str:
     except DB_ERRORS:
         logger.exception("dead_letter.resolve_failed dead_letter_id=%s; spooling", dead_letter_id,
                          extra={"dead_letter_id": dead_letter_id, "task_id": task_id})
-        _reset_connection()
+        close_broken_connection()
         return push("resolve", {"dead_letter_id": dead_letter_id, "task_id": task_id})
-
-
-def _reset_connection() -> None:
-    try:
-        connection.close()
-    except Exception:  # the connection is already broken; closing it is best effort
-        pass
 
 
 def _asdict(failure: Any) -> dict[str, Any]:
@@ -251,7 +245,7 @@ def drain(limit: int = 10_000) -> int:
         try:
             _apply_or_quarantine(path.read_text())
         except DB_ERRORS:
-            _reset_connection()
+            close_broken_connection()
             return done
         path.unlink(missing_ok=True)
         done += 1
@@ -269,7 +263,7 @@ def drain(limit: int = 10_000) -> int:
             try:
                 _apply_or_quarantine(raw)
             except DB_ERRORS:
-                _reset_connection()
+                close_broken_connection()
                 break
             client.eval(_POP_IF_HEAD, 1, SPOOL_KEY, raw)
             done += 1
